@@ -1,0 +1,303 @@
+"""The one frozen configuration object: defaults < YAML file < environment.
+
+Everything is validated here, up front, so a bad value stops the program at startup
+with a message naming the setting instead of failing later in the middle of traffic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import yaml
+
+from picolytics.errors import ConfigError
+from picolytics.settings import (
+    BY_KEY,
+    DEFAULT_EVENT_NAMES,
+    DEFAULT_TRUSTED_PROXIES,
+    SETTINGS,
+    Setting,
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Config:
+    pg_conn_string: str = ""
+    pg_host: str = ""
+    pg_port: int = 5432
+    pg_database: str = ""
+    pg_user: str = ""
+    pg_password: str = ""
+    pg_ssl_mode: str = "prefer"
+    pg_conn_attempts: int = 5
+    skip_migrations: bool = False
+    data_dir: str = "picolytics-data"
+    listen_addr: str = ":8080"
+    log_format: str = "json"
+    root_redirect: str = ""
+    static_dir: str = "static"
+    static_cache_max_age: int = 3600
+    request_rate_limit: float = 10.0
+    autotls_enabled: bool = False
+    autotls_host: str = ""
+    autotls_staging: bool = True
+    body_max_size: int = 2048
+    valid_event_names: tuple[str, ...] = DEFAULT_EVENT_NAMES
+    ip_extractor: str = "direct"
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    geo_ip_file: str = "geoip.mmdb"
+    prune_days: int = 0
+    prune_check_hours: int = 24
+    session_timeout_min: int = 30
+    admin_listen: str = ""
+    disable_host_metrics: bool = True
+    debug: bool = False
+    queue_size: int = 640_000
+    batch_max_size: int = 6400
+    batch_max_msec: int = 500
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return not (self.pg_conn_string or self.pg_host)
+
+    def database_url(self) -> str:
+        """The external database's connection string, every part URL-escaped."""
+        if self.pg_conn_string:
+            return self.pg_conn_string
+        host = self.pg_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        elif host.startswith("/"):
+            host = quote(host, safe="")  # a unix socket folder
+        credentials = quote(self.pg_user, safe="")
+        if self.pg_password:
+            credentials += ":" + quote(self.pg_password, safe="")
+        at = "@" if credentials else ""
+        database = quote(self.pg_database, safe="")
+        return (
+            f"postgresql://{credentials}{at}{host}:{self.pg_port}/{database}"
+            f"?sslmode={self.pg_ssl_mode}"
+        )
+
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.trusted_proxies)
+
+
+DEFAULTS = Config()
+
+
+def split_listen_addr(value: str) -> tuple[str, int]:
+    """Split "host:port", ":port" or "[v6]:port" into host and port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError("expected host:port, e.g. :8080 or 127.0.0.1:8080")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be between 0 and 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host:
+        raise ValueError("put an IPv6 address in brackets, e.g. [::1]:8080")
+    return host, port
+
+
+def _bad(setting: Setting, raw: object, why: str) -> ConfigError:
+    shown = "<hidden>" if setting.secret else repr(raw)
+    return ConfigError(f"{setting.env} ({setting.key}) = {shown}: {why}")
+
+
+def _check_range(setting: Setting, raw: object, number: float) -> None:
+    if setting.minimum is not None and number < setting.minimum:
+        raise _bad(setting, raw, f"must be at least {setting.minimum:g}")
+    if setting.maximum is not None and number > setting.maximum:
+        raise _bad(setting, raw, f"must be at most {setting.maximum:g}")
+
+
+def _parse_value(setting: Setting, raw: object) -> object:
+    """Turn one raw value (an env string or a YAML scalar/list) into the field's type."""
+    if setting.kind == "list":
+        if isinstance(raw, str):
+            items = raw.split(",")
+        elif isinstance(raw, list):
+            items = [str(item) for item in raw]
+        else:
+            raise _bad(setting, raw, "expected a list or a comma-separated string")
+        return tuple(item.strip() for item in items if item.strip())
+    if isinstance(raw, (dict, list)):
+        raise _bad(setting, raw, "expected a single value")
+    text = "" if raw is None else str(raw).strip()
+    if setting.kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise _bad(setting, raw, "expected true or false")
+    if setting.kind == "int":
+        if isinstance(raw, bool):
+            raise _bad(setting, raw, "expected a whole number")
+        try:
+            number = int(text)
+        except ValueError:
+            raise _bad(setting, raw, "expected a whole number") from None
+        _check_range(setting, raw, number)
+        return number
+    if setting.kind == "float":
+        try:
+            real = float(text)
+        except ValueError:
+            raise _bad(setting, raw, "expected a number") from None
+        if not math.isfinite(real):
+            raise _bad(setting, raw, "expected a finite number")
+        _check_range(setting, raw, real)
+        return real
+    if setting.kind == "choice":
+        if text.lower() not in setting.choices:
+            raise _bad(setting, raw, "expected one of " + ", ".join(setting.choices))
+        return text.lower()
+    return text
+
+
+def _read_yaml(path: Path) -> dict[str, object]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    unknown = sorted(str(key) for key in document if key not in BY_KEY)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {str(key): value for key, value in document.items()}
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """`-c FILE` must exist; otherwise CONFIG_PATH/CONFIG_NAME.yaml is used if present."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    name = environ.get("CONFIG_NAME", "config")
+    folder = Path(environ.get("CONFIG_PATH", "."))
+    for suffix in (".yaml", ".yml", ""):
+        candidate = folder / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    if "CONFIG_NAME" in environ or "CONFIG_PATH" in environ:
+        raise ConfigError(f"no config file {name}.yaml in {folder}")
+    return None
+
+
+def load_config(explicit_file: str | None, environ: Mapping[str, str]) -> Config:
+    """Build the Config from defaults, then the config file, then the environment."""
+    path = find_config_file(explicit_file, environ)
+    from_file = _read_yaml(path) if path else {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.env in environ:
+            parsed = _parse_value(setting, environ[setting.env])
+        elif setting.key in from_file:
+            parsed = _parse_value(setting, from_file[setting.key])
+        else:
+            continue
+        if setting.field == "valid_event_names" and not parsed:
+            continue  # as in the original: an empty list means the defaults
+        values[setting.field] = parsed
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def _setting(field: str) -> Setting:
+    return next(setting for setting in SETTINGS if setting.field == field)
+
+
+def validate(config: Config) -> None:
+    """Cross-field and format checks that a single value's type cannot express."""
+    if config.pg_conn_string:
+        scheme = urlsplit(config.pg_conn_string).scheme
+        if scheme not in ("postgres", "postgresql") and "=" not in config.pg_conn_string:
+            raise _bad(_setting("pg_conn_string"), config.pg_conn_string,
+                       "expected a postgres:// or postgresql:// URL")
+    for field in ("listen_addr", "admin_listen"):
+        value = getattr(config, field)
+        if field == "admin_listen" and not value:
+            continue
+        try:
+            split_listen_addr(value)
+        except ValueError as error:
+            raise _bad(_setting(field), value, str(error)) from None
+    if config.root_redirect:
+        parts = urlsplit(config.root_redirect)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _bad(_setting("root_redirect"), config.root_redirect,
+                       "expected an absolute http:// or https:// URL")
+    for cidr in config.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise _bad(_setting("trusted_proxies"), cidr, "not a CIDR range") from None
+    for name in config.valid_event_names:
+        if not (0 < len(name) <= 64 and name.replace("_", "").replace("-", "").isalnum()):
+            raise _bad(_setting("valid_event_names"), name,
+                       "event names are 1-64 letters, digits, '-' or '_'")
+    if config.autotls_enabled and not config.autotls_host:
+        raise _bad(_setting("autotls_host"), "", "required when autotlsEnabled is true")
+    if config.batch_max_size > config.queue_size:
+        raise _bad(_setting("batch_max_size"), config.batch_max_size,
+                   f"cannot exceed queueSize ({config.queue_size})")
+    if not config.data_dir:
+        raise _bad(_setting("data_dir"), "", "must name a folder")
+
+
+def _yaml_scalar(value: object) -> str:
+    dumped = yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return dumped.removesuffix("\n...\n").strip()
+
+
+def default_config_yaml() -> str:
+    """A complete, commented config file whose values are the defaults."""
+    lines = [
+        "# picolytics configuration. Environment variables override these values.",
+        "# Generated by `picolytics --write-default-config`; every setting is listed.",
+        "",
+    ]
+    for setting in SETTINGS:
+        lines.append(f"# {setting.help} (env {setting.env})")
+        if setting.choices:
+            lines.append("# one of: " + ", ".join(setting.choices))
+        value = getattr(DEFAULTS, setting.field)
+        if isinstance(value, tuple):
+            lines.append(f"{setting.key}:")
+            lines.extend(f"  - {_yaml_scalar(item)}" for item in value)
+        else:
+            lines.append(f"{setting.key}: {_yaml_scalar(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_default_config(path: Path) -> None:
+    """Write the default config to `path`, never overwriting an existing file."""
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(default_config_yaml())
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists; not overwriting it") from None
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: {error.strerror}") from None

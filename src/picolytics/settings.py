@@ -1,0 +1,119 @@
+"""Every setting picolytics understands, declared as data.
+
+One `Setting` per configuration value: the field of `Config` it fills, the environment
+variable and YAML key users already know from the original picolytics, its kind and
+bounds, and the one-line help that `--write-default-config` writes next to it.
+`config.py` turns these declarations into a validated, frozen `Config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["str", "int", "float", "bool", "list", "choice"]
+
+DEFAULT_EVENT_NAMES = ("load", "visible", "hidden", "hashchange", "ping")
+
+# Loopback, link-local, private-use (RFC 1918) and unique-local ranges, v4 and v6.
+DEFAULT_TRUSTED_PROXIES = (
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    env: str
+    key: str
+    kind: Kind
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # Database
+    Setting("pg_conn_string", "PGCONNSTRING", "pgConnString", "str",
+            "PostgreSQL URL, e.g. postgresql://user:pass@host:5432/db (URL-escape each part). "
+            "Leave this and pgHost empty to use the embedded PostgreSQL in dataDir.",
+            secret=True),
+    Setting("pg_host", "PGHOST", "pgHost", "str", "PostgreSQL host (or a unix socket folder)"),
+    Setting("pg_port", "PGPORT", "pgPort", "int", "PostgreSQL port", 1, 65535),
+    Setting("pg_database", "PGDATABASE", "pgDatabase", "str", "PostgreSQL database name"),
+    Setting("pg_user", "PGUSER", "pgUser", "str", "PostgreSQL user"),
+    Setting("pg_password", "PGPASSWORD", "pgPassword", "str", "PostgreSQL password",
+            secret=True),
+    Setting("pg_ssl_mode", "PGSSLMODE", "pgSslMode", "choice", "PostgreSQL SSL mode",
+            choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full")),
+    Setting("pg_conn_attempts", "PGCONNATTEMPTS", "pgConnAttempts", "int",
+            "Connection attempts at startup (with backoff) before giving up", 1, 1000),
+    Setting("skip_migrations", "SKIP_MIGRATIONS", "skipMigrations", "bool",
+            "Do not apply database migrations when the server starts"),
+    Setting("data_dir", "DATA_DIR", "dataDir", "str",
+            "Folder of the embedded PostgreSQL, used when no database is configured"),
+    # HTTP server
+    Setting("listen_addr", "LISTEN_ADDR", "listenAddr", "str",
+            "Address of the public server, host:port (an empty host means every IPv4 address)"),
+    Setting("log_format", "LOG_FORMAT", "logFormat", "choice", "Log line format",
+            choices=("json", "text")),
+    Setting("root_redirect", "ROOT_REDIRECT", "rootRedirect", "str",
+            "Absolute http(s) URL that / redirects to (empty: / answers OK)"),
+    Setting("static_dir", "STATIC_DIR", "staticDir", "str",
+            "Folder whose files replace the built-in ones (pico.js...) when it exists"),
+    Setting("static_cache_max_age", "STATIC_CACHE_MAX_AGE", "staticCacheMaxAge", "int",
+            "Cache-Control max-age of static files, in seconds", 0, 31_536_000),
+    Setting("request_rate_limit", "REQUEST_RATE_LIMIT", "requestRateLimit", "float",
+            "Events per second per client IP and process (0 = no limit)", 0, 1_000_000),
+    # Automatic TLS
+    Setting("autotls_enabled", "AUTOTLS_ENABLED", "autotlsEnabled", "bool",
+            "Get a certificate from Let's Encrypt and serve HTTPS on :443"),
+    Setting("autotls_host", "AUTOTLS_HOST", "autotlsHost", "str",
+            "Public DNS name of this server (required with autotlsEnabled)"),
+    Setting("autotls_staging", "AUTOTLS_STAGING", "autotlsStaging", "bool",
+            "Use the Let's Encrypt staging environment"),
+    # Event handler
+    Setting("body_max_size", "BODY_MAX_SIZE", "bodyMaxSize", "int",
+            "Largest accepted request body, in bytes", 64, 1_048_576),
+    Setting("valid_event_names", "VALID_EVENT_NAMES", "validEventNames", "list",
+            "Event names the server accepts (comma-separated in the environment)"),
+    # Proxies
+    Setting("ip_extractor", "IP_EXTRACTOR", "ipExtractor", "choice",
+            "How to find the client IP: the direct peer, X-Forwarded-For or X-Real-IP",
+            choices=("direct", "xff", "realip")),
+    Setting("trusted_proxies", "TRUSTED_PROXIES", "trustedProxies", "list",
+            "CIDR ranges whose forwarded headers are believed (comma-separated in the environment)"),
+    # Privacy
+    Setting("geo_ip_file", "GEO_IP_FILE", "geoIpFile", "str",
+            "MaxMind-format city database (e.g. DB-IP city lite); missing means no geography"),
+    Setting("prune_days", "PRUNE_DAYS", "pruneDays", "int",
+            "Days of events and sessions to keep (0 = keep forever)", 0, 100_000),
+    Setting("prune_check_hours", "PRUNE_CHECK_HOURS", "pruneCheckHours", "int",
+            "Hours between two checks for data to prune", 1, 8760),
+    Setting("session_timeout_min", "SESSION_TIMEOUT_MIN", "sessionTimeoutMin", "int",
+            "Idle minutes after which a visitor's next event starts a new visit", 1, 1440),
+    # Admin server
+    Setting("admin_listen", "ADMIN_LISTEN", "adminListen", "str",
+            "Address of the admin server (/healthz, /ready, /metrics); empty = off"),
+    Setting("disable_host_metrics", "DISABLE_HOST_METRICS", "disableHostMetrics", "bool",
+            "Leave out host CPU, load and memory metrics"),
+    Setting("debug", "DEBUG", "debug", "bool", "Debug logging and debug endpoints on the admin server"),
+    # Performance tuning
+    Setting("queue_size", "QUEUE_SIZE", "queueSize", "int",
+            "Events held in memory waiting to be written", 1, 100_000_000),
+    Setting("batch_max_size", "BATCH_MAX_SIZE", "batchMaxSize", "int",
+            "Most events written in one batch", 1, 1_000_000),
+    Setting("batch_max_msec", "BATCH_MAX_MSEC", "batchMaxMsec", "int",
+            "Longest wait, in ms, before a partial batch is written", 1, 600_000),
+)
+
+BY_KEY = {setting.key: setting for setting in SETTINGS}
