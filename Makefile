@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint cover tracker dist release bench dbip clean
+.PHONY: run test lint cover dbip clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,6 @@ lint: $(STAMP)
 cover: $(STAMP)
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='src/*'
-
-bench: $(STAMP)
-	$(BIN)/python scripts/bench_config.py
 
 # Downloads this month's free DB-IP city lite database (needs internet access).
 dbip:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,50 +123,72 @@ def _check_range(setting: Setting, raw: object, number: float) -> None:
         raise _bad(setting, raw, f"must be at most {setting.maximum:g}")
 
 
+def _parse_list(setting: Setting, raw: object) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, list):
+        items = [str(item) for item in raw]
+    else:
+        raise _bad(setting, raw, "expected a list or a comma-separated string")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _parse_bool(setting: Setting, raw: object, text: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise _bad(setting, raw, "expected true or false")
+
+
+def _parse_int(setting: Setting, raw: object, text: str) -> int:
+    if isinstance(raw, bool) or not text.lstrip("+-").isdigit():
+        raise _bad(setting, raw, "expected a whole number")
+    number = int(text)
+    _check_range(setting, raw, number)
+    return number
+
+
+def _parse_float(setting: Setting, raw: object, text: str) -> float:
+    try:
+        real = float(text)
+    except ValueError:
+        raise _bad(setting, raw, "expected a number") from None
+    if not math.isfinite(real):
+        raise _bad(setting, raw, "expected a finite number")
+    _check_range(setting, raw, real)
+    return real
+
+
+def _parse_choice(setting: Setting, raw: object, text: str) -> str:
+    if text.lower() not in setting.choices:
+        raise _bad(setting, raw, "expected one of " + ", ".join(setting.choices))
+    return text.lower()
+
+
+def _parse_str(setting: Setting, raw: object, text: str) -> str:
+    return text
+
+
+_SCALAR_PARSERS: dict[str, Callable[[Setting, object, str], object]] = {
+    "bool": _parse_bool,
+    "int": _parse_int,
+    "float": _parse_float,
+    "choice": _parse_choice,
+    "str": _parse_str,
+}
+
+
 def _parse_value(setting: Setting, raw: object) -> object:
     """Turn one raw value (an env string or a YAML scalar/list) into the field's type."""
     if setting.kind == "list":
-        if isinstance(raw, str):
-            items = raw.split(",")
-        elif isinstance(raw, list):
-            items = [str(item) for item in raw]
-        else:
-            raise _bad(setting, raw, "expected a list or a comma-separated string")
-        return tuple(item.strip() for item in items if item.strip())
+        return _parse_list(setting, raw)
     if isinstance(raw, (dict, list)):
         raise _bad(setting, raw, "expected a single value")
     text = "" if raw is None else str(raw).strip()
-    if setting.kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise _bad(setting, raw, "expected true or false")
-    if setting.kind == "int":
-        if isinstance(raw, bool):
-            raise _bad(setting, raw, "expected a whole number")
-        try:
-            number = int(text)
-        except ValueError:
-            raise _bad(setting, raw, "expected a whole number") from None
-        _check_range(setting, raw, number)
-        return number
-    if setting.kind == "float":
-        try:
-            real = float(text)
-        except ValueError:
-            raise _bad(setting, raw, "expected a number") from None
-        if not math.isfinite(real):
-            raise _bad(setting, raw, "expected a finite number")
-        _check_range(setting, raw, real)
-        return real
-    if setting.kind == "choice":
-        if text.lower() not in setting.choices:
-            raise _bad(setting, raw, "expected one of " + ", ".join(setting.choices))
-        return text.lower()
-    return text
+    return _SCALAR_PARSERS[setting.kind](setting, raw, text)
 
 
 def _read_yaml(path: Path) -> dict[str, object]:
@@ -228,13 +250,15 @@ def _setting(field: str) -> Setting:
     return next(setting for setting in SETTINGS if setting.field == field)
 
 
-def validate(config: Config) -> None:
-    """Cross-field and format checks that a single value's type cannot express."""
+def _validate_addresses(config: Config) -> None:
     if config.pg_conn_string:
         scheme = urlsplit(config.pg_conn_string).scheme
         if scheme not in ("postgres", "postgresql") and "=" not in config.pg_conn_string:
-            raise _bad(_setting("pg_conn_string"), config.pg_conn_string,
-                       "expected a postgres:// or postgresql:// URL")
+            raise _bad(
+                _setting("pg_conn_string"),
+                config.pg_conn_string,
+                "expected a postgres:// or postgresql:// URL",
+            )
     for field in ("listen_addr", "admin_listen"):
         value = getattr(config, field)
         if field == "admin_listen" and not value:
@@ -246,8 +270,14 @@ def validate(config: Config) -> None:
     if config.root_redirect:
         parts = urlsplit(config.root_redirect)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _bad(_setting("root_redirect"), config.root_redirect,
-                       "expected an absolute http:// or https:// URL")
+            raise _bad(
+                _setting("root_redirect"),
+                config.root_redirect,
+                "expected an absolute http:// or https:// URL",
+            )
+
+
+def _validate_lists(config: Config) -> None:
     for cidr in config.trusted_proxies:
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -255,13 +285,25 @@ def validate(config: Config) -> None:
             raise _bad(_setting("trusted_proxies"), cidr, "not a CIDR range") from None
     for name in config.valid_event_names:
         if not (0 < len(name) <= 64 and name.replace("_", "").replace("-", "").isalnum()):
-            raise _bad(_setting("valid_event_names"), name,
-                       "event names are 1-64 letters, digits, '-' or '_'")
+            raise _bad(
+                _setting("valid_event_names"),
+                name,
+                "event names are 1-64 letters, digits, '-' or '_'",
+            )
+
+
+def validate(config: Config) -> None:
+    """Cross-field and format checks that a single value's type cannot express."""
+    _validate_addresses(config)
+    _validate_lists(config)
     if config.autotls_enabled and not config.autotls_host:
         raise _bad(_setting("autotls_host"), "", "required when autotlsEnabled is true")
     if config.batch_max_size > config.queue_size:
-        raise _bad(_setting("batch_max_size"), config.batch_max_size,
-                   f"cannot exceed queueSize ({config.queue_size})")
+        raise _bad(
+            _setting("batch_max_size"),
+            config.batch_max_size,
+            f"cannot exceed queueSize ({config.queue_size})",
+        )
     if not config.data_dir:
         raise _bad(_setting("data_dir"), "", "must name a folder")
 

@@ -59,7 +59,9 @@ def _ensure_server_user() -> pwd.struct_passwd:
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     result = subprocess.run(
         [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode not in (0, 9):  # 9: created meanwhile by another process
         raise EmbeddedDatabaseError(
@@ -120,8 +122,13 @@ class EmbeddedPostgres:
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         env["LC_ALL"] = "C"
         return subprocess.run(  # type: ignore[call-overload, no-any-return]
-            command, capture_output=True, text=True, check=False, env=env,
-            cwd=self.data_dir, **extra,
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            cwd=self.data_dir,
+            **extra,
         )
 
     def _prepare_folders(self) -> None:
@@ -145,8 +152,15 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         log.info("initialising the embedded PostgreSQL in %s", self.pgdata)
         result = self._run(
-            "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--no-locale", "--no-instructions",
+            "initdb",
+            "-D",
+            str(self.pgdata),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-instructions",
         )
         if result.returncode != 0:
             raise EmbeddedDatabaseError(
@@ -178,8 +192,17 @@ class EmbeddedPostgres:
             "-c unix_socket_permissions=0700"
         )
         result = self._run(
-            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.pgdata),
-            "-l", str(self.log_file), "-o", options,
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
         )
         if result.returncode != 0:
             tail = ""

@@ -25,3 +25,7 @@ class MigrationError(PicolyticsError):
 
 class EmbeddedDatabaseError(PicolyticsError):
     """The embedded PostgreSQL could not be initialised, started or stopped."""
+
+
+class ListenError(PicolyticsError):
+    """The server could not bind its listening address."""

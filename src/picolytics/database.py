@@ -1,0 +1,107 @@
+"""Reaching PostgreSQL: which database, waiting for it at startup, the connection pool."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from picolytics.config import Config
+from picolytics.embedded import embedded_database
+from picolytics.errors import ConfigError, DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+# Without a connect timeout, a black-holed address hangs a connection attempt forever.
+CONNECT_TIMEOUT_S = 5
+_MAX_BACKOFF_S = 10.0
+
+
+def with_connection_options(conninfo: str) -> str:
+    """Add a connect timeout, TCP keepalives and a name, unless the user set them."""
+    try:
+        given = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as error:
+        raise ConfigError(
+            f"PGCONNSTRING (pgConnString) is not a valid connection string: {_first_line(error)}"
+        ) from None
+    defaults: dict[str, str | int] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "application_name": "picolytics",
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    extra = {key: value for key, value in defaults.items() if key not in given}
+    return make_conninfo(conninfo, **extra)
+
+
+def describe(conninfo: str) -> str:
+    """host:port/dbname for messages: never the password or the whole string."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    host = str(parts.get("host") or "localhost")
+    port = str(parts.get("port") or "5432")
+    return f"{host}:{port}/{parts.get('dbname', '')}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def wait_for_database(
+    conninfo: str, attempts: int, *, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Try to connect `attempts` times with capped exponential backoff, then give up."""
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            psycopg.connect(conninfo).close()
+        except psycopg.OperationalError as error:
+            reason = _first_line(error)
+            log.warning(
+                "PostgreSQL at %s not reachable (attempt %d of %d): %s",
+                describe(conninfo),
+                attempt,
+                attempts,
+                reason,
+            )
+            if attempt == attempts:
+                raise DatabaseUnavailableError(
+                    f"cannot connect to PostgreSQL at {describe(conninfo)} after {attempts} "
+                    f"attempt(s): {reason}"
+                ) from None
+            sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+        else:
+            return
+
+
+@contextlib.contextmanager
+def database_conninfo(config: Config) -> Iterator[str]:
+    """The configured database, or an embedded one started for the duration of the block."""
+    if config.uses_embedded_database:
+        log.info("no database configured: using the embedded PostgreSQL in %s", config.data_dir)
+        with embedded_database(Path(config.data_dir)) as conninfo:
+            yield with_connection_options(conninfo)
+        return
+    conninfo = with_connection_options(config.database_url())
+    wait_for_database(conninfo, config.pg_conn_attempts)
+    yield conninfo
+
+
+def create_pool(conninfo: str, *, max_size: int = 4) -> AsyncConnectionPool:
+    """An async pool, opened by the caller (`await pool.open()`), never at import."""
+    return AsyncConnectionPool(
+        conninfo, min_size=1, max_size=max_size, open=False, name="picolytics"
+    )

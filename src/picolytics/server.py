@@ -1,0 +1,115 @@
+"""Run the ASGI app under Hypercorn until SIGTERM or SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from picolytics.config import split_listen_addr
+from picolytics.errors import ListenError
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("picolytics.access")
+
+# Hypercorn waits forever for a slow client's request unless told otherwise.
+READ_TIMEOUT_S = 30
+GRACEFUL_TIMEOUT_S = 10.0
+
+
+def bind_socket(listen_addr: str) -> socket.socket:
+    """Bind the listening socket ourselves, so the real port is known (even for :0)."""
+    host, port = split_listen_addr(listen_addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host or "0.0.0.0", port))  # noqa: S104 - ":8080" means every address
+        sock.listen(1024)
+    except OSError as error:
+        sock.close()
+        raise ListenError(f"cannot listen on {listen_addr}: {error.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def public_url(sock: socket.socket, listen_addr: str) -> str:
+    host, _ = split_listen_addr(listen_addr)
+    port = sock.getsockname()[1]
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+class AccessLog:
+    """Logs method, path and status at DEBUG: never the client address or User-Agent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.DEBUG):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_and_note(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            access_log.debug(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def hypercorn_config(sock: socket.socket) -> HypercornConfig:
+    config = HypercornConfig()
+    # Hypercorn takes ownership of (and closes) the descriptor it is given: hand it a copy.
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.read_timeout = READ_TIMEOUT_S
+    config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    return config
+
+
+async def _serve_until_signal(app: ASGIApp, sock: socket.socket, url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("picolytics is listening on %s", url)
+    await serve(
+        AccessLog(app),  # type: ignore[arg-type]  # Hypercorn's ASGI types are stricter
+        hypercorn_config(sock),
+        shutdown_trigger=stop.wait,
+    )
+    log.info("picolytics stopped")
+
+
+def run(app: ASGIApp, listen_addr: str) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish, the app's lifespan closes."""
+    sock = bind_socket(listen_addr)
+    with sock:
+        asyncio.run(_serve_until_signal(app, sock, public_url(sock, listen_addr)))
