@@ -1,0 +1,182 @@
+"""GeoIP: country, region and city of a client address, from a MaxMind-format file.
+
+Raw IP addresses pass through here only in memory. The exceptions raised by
+`maxminddb` quote the IP, so their text is never logged (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import maxminddb
+
+from picolytics.collect import sanitize_text
+
+logger = logging.getLogger(__name__)
+
+
+# Longest stored place name; real ones are far shorter, this only bounds bad data.
+_MAX_PLACE_LENGTH: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a client address is, at most to city level (never coordinates)."""
+
+    country: str  # ISO 3166-1 alpha-2, "" if unknown
+    region: str  # subdivision name (or code if no name), "" if unknown
+    city: str  # "" if unknown
+
+
+UNKNOWN_LOCATION: Final = Location("", "", "")
+
+
+class GeoLocator:
+    """Looks up client addresses in a MaxMind DB file (.mmdb).
+
+    Reads both the MaxMind/DB-IP city layout (nested `country.iso_code`,
+    `subdivisions[0].names.en`, `city.names.en`) and the flat `@ip-location-db`
+    layout (`country_code`, `state1`, `city`). Country-only databases work too.
+
+    GeoIP is optional: with no file, or one that cannot be opened, a single warning is
+    logged and every lookup answers UNKNOWN_LOCATION. Lookups never raise.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._reader: Any = None  # maxminddb.Reader (no usable type stubs)
+        self._ipv4_only = False
+        self._warned_corrupt = False
+        if path is None:
+            logger.warning("GeoIP disabled: no database file configured; locations stay empty")
+            return
+        try:
+            self._reader = maxminddb.open_database(path, maxminddb.MODE_AUTO)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            logger.warning(
+                "GeoIP disabled: cannot open database %s (%s); locations stay empty",
+                path,
+                _describe_error(exc),
+            )
+            return
+        metadata = self._reader.metadata()
+        self._ipv4_only = metadata.ip_version == 4
+        logger.info(
+            "GeoIP database %s opened (type %s, IPv%d, built %d)",
+            path,
+            metadata.database_type,
+            metadata.ip_version,
+            metadata.build_epoch,
+        )
+
+    @property
+    def available(self) -> bool:
+        """True while a database is open and answering lookups."""
+        return self._reader is not None
+
+    def close(self) -> None:
+        """Release the database; later lookups answer UNKNOWN_LOCATION."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def lookup(self, ip: str) -> Location:
+        """Location of one address; UNKNOWN_LOCATION if unknown or not an address."""
+        reader = self._reader
+        if reader is None:
+            return UNKNOWN_LOCATION
+        try:
+            record = reader.get(ip)
+        except ValueError:
+            # Not an address, or IPv6 asked of an IPv4-only file (the flat files
+            # come split in -ipv4 and -ipv6 halves).
+            record = self._lookup_mapped(reader, ip)
+        except TypeError:
+            return UNKNOWN_LOCATION
+        except maxminddb.InvalidDatabaseError:
+            self._warn_corrupt()
+            return UNKNOWN_LOCATION
+        return _location_from_record(record)
+
+    def _lookup_mapped(self, reader: Any, ip: str) -> object:
+        """Retry an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as plain IPv4."""
+        if not self._ipv4_only:
+            return None
+        try:
+            mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+        except ValueError:
+            return None
+        if mapped is None:
+            return None
+        try:
+            return reader.get(mapped)
+        except (ValueError, maxminddb.InvalidDatabaseError):
+            self._warn_corrupt()
+            return None
+
+    def _warn_corrupt(self) -> None:
+        # Once per file: a broken file would otherwise log on every request.
+        if not self._warned_corrupt:
+            self._warned_corrupt = True
+            logger.warning(
+                "GeoIP database %s has corrupt records; those lookups stay empty", self._path
+            )
+
+
+def _describe_error(exc: BaseException) -> str:
+    """Short reason for an open failure (OSError text names no client data)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
+def _location_from_record(record: object) -> Location:
+    if not isinstance(record, dict):
+        return UNKNOWN_LOCATION
+    if "country_code" in record:  # flat @ip-location-db layout
+        location = Location(
+            _country_code(record.get("country_code")),
+            _place(record.get("state1")),
+            _place(record.get("city")),
+        )
+    else:  # MaxMind GeoIP2/GeoLite2 and DB-IP layout
+        location = Location(
+            _country_code(_dig(record, "country", "iso_code")),
+            _subdivision(record.get("subdivisions")),
+            _place(_dig(record, "city", "names", "en")),
+        )
+    # One shared object for "nothing known" keeps identity checks cheap for callers.
+    return UNKNOWN_LOCATION if location == UNKNOWN_LOCATION else location
+
+
+def _dig(record: dict[str, Any], *keys: str) -> object:
+    value: object = record
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _subdivision(subdivisions: object) -> str:
+    """Name of the largest subdivision (English), else its code."""
+    if not isinstance(subdivisions, list) or not subdivisions:
+        return ""
+    first = subdivisions[0]
+    if not isinstance(first, dict):
+        return ""
+    return _place(_dig(first, "names", "en")) or _place(first.get("iso_code"))
+
+
+def _country_code(value: object) -> str:
+    if isinstance(value, str) and len(value) == 2 and value.isascii() and value.isalpha():
+        return value.upper()
+    return ""
+
+
+def _place(value: object) -> str:
+    return sanitize_text(value, _MAX_PLACE_LENGTH) if isinstance(value, str) else ""
