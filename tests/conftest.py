@@ -3,6 +3,7 @@ named by PICOLYTICS_TEST_DSN (a conninfo with the right to create databases)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -43,9 +44,8 @@ def admin_conninfo() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def fresh_database(admin_conninfo: str) -> Iterator[str]:
-    """An empty database of its own for one test; dropped afterwards."""
+@contextlib.contextmanager
+def new_database(admin_conninfo: str) -> Iterator[str]:
     name = f"picolytics_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_conninfo, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -56,6 +56,21 @@ def fresh_database(admin_conninfo: str) -> Iterator[str]:
             connection.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def fresh_database(admin_conninfo: str) -> Iterator[str]:
+    """An empty database of its own for one test; dropped afterwards."""
+    with new_database(admin_conninfo) as conninfo:
+        yield conninfo
+
+
+@pytest.fixture(scope="module")
+def module_database(admin_conninfo: str) -> Iterator[str]:
+    """A migrated database shared by the tests of one module that only read or reject."""
+    with new_database(admin_conninfo) as conninfo:
+        migrate.apply(conninfo)
+        yield conninfo
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from conftest import reachable_tempdir
+from support import query
 
 from picolytics import __version__
 
@@ -130,7 +131,7 @@ def test_migrate_on_the_embedded_database() -> None:
 
 
 @pytest.fixture
-def running_server(migrated_database: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def running_server(migrated_database: str, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     port = free_port()
     log_path = tmp_path / "server.log"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
@@ -157,7 +158,7 @@ def running_server(migrated_database: str, tmp_path: Path) -> Iterator[tuple[str
                 assert process.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
-        yield base, log_path
+        yield base, log_path, migrated_database
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -166,8 +167,10 @@ def running_server(migrated_database: str, tmp_path: Path) -> Iterator[tuple[str
             process.wait()
 
 
-def test_serve_answers_and_logs_no_client_details(running_server: tuple[str, Path]) -> None:
-    base, log_path = running_server
+def test_serve_answers_collects_and_logs_no_client_details(
+    running_server: tuple[str, Path, str],
+) -> None:
+    base, log_path, conninfo = running_server
     secret_agent = "Mozilla/5.0 (SecretAgent 7.7)"
     headers = {"User-Agent": secret_agent, "X-Forwarded-For": "203.0.113.77"}
     assert httpx.get(base + "/", headers=headers).text == "OK"
@@ -175,6 +178,20 @@ def test_serve_answers_and_logs_no_client_details(running_server: tuple[str, Pat
     assert httpx.get(base + "/missing", headers=headers).status_code == 404
     pico = httpx.get(base + "/pico.js", headers=headers)
     assert pico.headers["cache-control"] == "public, max-age=3600"
+    event = '{"n": "load", "l": "https://example.com/welcome", "sw": 1280, "sh": 800}'
+    chrome = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/121.0.0.0 Safari/537.36"
+    )
+    posted = httpx.post(
+        base + "/p", content=event, headers={"Content-Type": "text/plain", "User-Agent": chrome}
+    )
+    assert posted.status_code == 202
+    deadline = time.monotonic() + 1.0  # a real event shows up within a second
+    while not (rows := query(conninfo, "SELECT browser, os, device_type FROM sessions")):
+        assert time.monotonic() < deadline, "the event was not written within a second"
+        time.sleep(0.02)
+    assert rows == [("Chrome", "Linux", "desktop")]
     log_text = log_path.read_text()
     assert "listening on http://127.0.0.1:" in log_text
     assert "GET /missing 404" in log_text  # the access log is on (DEBUG) ...

@@ -227,3 +227,8 @@ def test_split_listen_addr() -> None:
     assert split_listen_addr("127.0.0.1:0") == ("127.0.0.1", 0)
     assert split_listen_addr("[::1]:9000") == ("::1", 9000)
     assert split_listen_addr("localhost:80") == ("localhost", 80)
+
+
+def test_allowed_sites_are_normalised_like_tracked_sites() -> None:
+    config = load_config(None, {"ALLOWED_SITES": "WWW.Example.com., Bücher.example"})
+    assert config.allowed_sites == ("example.com", "xn--bcher-kva.example")

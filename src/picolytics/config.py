@@ -52,6 +52,7 @@ class Config:
     autotls_staging: bool = True
     body_max_size: int = 2048
     valid_event_names: tuple[str, ...] = DEFAULT_EVENT_NAMES
+    allowed_sites: tuple[str, ...] = ()
     ip_extractor: str = "direct"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     geo_ip_file: str = "geoip.mmdb"
@@ -124,7 +125,9 @@ def _check_range(setting: Setting, raw: object, number: float) -> None:
 
 
 def _parse_list(setting: Setting, raw: object) -> tuple[str, ...]:
-    if isinstance(raw, str):
+    if raw is None:  # "key:" with no value in YAML
+        items = []
+    elif isinstance(raw, str):
         items = raw.split(",")
     elif isinstance(raw, list):
         items = [str(item) for item in raw]
@@ -208,6 +211,15 @@ def _read_yaml(path: Path) -> dict[str, object]:
     return {str(key): value for key, value in document.items()}
 
 
+def _site_domain(domain: str) -> str:
+    """Allowed sites compare like tracked ones: lowercase, IDNA, no "www."."""
+    domain = domain.strip().lower().rstrip(".").removeprefix("www.")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise _bad(BY_KEY["allowedSites"], domain, "not a domain name") from None
+
+
 def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
     """`-c FILE` must exist; otherwise CONFIG_PATH/CONFIG_NAME.yaml is used if present."""
     if explicit:
@@ -240,6 +252,8 @@ def load_config(explicit_file: str | None, environ: Mapping[str, str]) -> Config
             continue
         if setting.field == "valid_event_names" and not parsed:
             continue  # as in the original: an empty list means the defaults
+        if setting.field == "allowed_sites":
+            parsed = tuple(_site_domain(str(domain)) for domain in parsed)  # type: ignore[attr-defined]
         values[setting.field] = parsed
     config = Config(**values)
     validate(config)
@@ -325,7 +339,9 @@ def default_config_yaml() -> str:
         if setting.choices:
             lines.append("# one of: " + ", ".join(setting.choices))
         value = getattr(DEFAULTS, setting.field)
-        if isinstance(value, tuple):
+        if value == ():
+            lines.append(f"{setting.key}: []")
+        elif isinstance(value, tuple):
             lines.append(f"{setting.key}:")
             lines.extend(f"  - {_yaml_scalar(item)}" for item in value)
         else:

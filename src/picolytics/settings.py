@@ -13,7 +13,7 @@ from typing import Literal
 
 Kind = Literal["str", "int", "float", "bool", "list", "choice"]
 
-DEFAULT_EVENT_NAMES = ("load", "visible", "hidden", "hashchange", "ping")
+DEFAULT_EVENT_NAMES = ("load", "visible", "hidden", "nav", "hashchange", "ping")
 
 # Loopback, link-local, private-use (RFC 1918) and unique-local ranges, v4 and v6.
 DEFAULT_TRUSTED_PROXIES = (
@@ -174,6 +174,13 @@ SETTINGS: tuple[Setting, ...] = (
         "validEventNames",
         "list",
         "Event names the server accepts (comma-separated in the environment)",
+    ),
+    Setting(
+        "allowed_sites",
+        "ALLOWED_SITES",
+        "allowedSites",
+        "list",
+        "Domains to track (without www.); events for other sites are refused. Empty: any",
     ),
     # Proxies
     Setting(

@@ -1,0 +1,216 @@
+"""The bounded queue between request handlers and the database, and its one writer.
+
+Handlers only `offer` events: a full queue is refused at once (the handler answers
+503), so memory stays bounded and nothing waits on the database. The writer takes
+batches of up to BATCH_MAX_SIZE events or BATCH_MAX_MSEC of waiting, and writes each
+in one transaction. On a connection failure it keeps the batch and retries with
+capped exponential backoff and full jitter; writes are idempotent, so a retry after
+an unknown commit outcome duplicates nothing. A batch that PostgreSQL rejects for
+its data is split until the bad rows are isolated; they alone are dropped and counted.
+On shutdown the writer drains the queue within a deadline.
+
+Accounting always holds: accepted = written + queued + dropped after acceptance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import psycopg
+from psycopg import AsyncConnection
+
+from picolytics import store
+from picolytics.model import QueuedEvent
+from picolytics.store import BotHit, SiteIds
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_S = 0.2
+RETRY_CAP_S = 10.0
+# A statement that runs longer than this is cancelled and retried, so a database that
+# stops answering cannot hang the writer.
+STATEMENT_TIMEOUT = "30s"
+_IDLE_POLL_S = 0.5
+
+# Errors caused by the rows themselves: retrying the same rows can never succeed.
+_DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+
+
+@dataclass
+class PipelineStats:
+    """Counters the metrics module exports; every event ends in exactly one of them."""
+
+    accepted: int = 0
+    written: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # by reason
+    batches: int = 0
+    database_errors: int = 0
+
+    def dropped_after_acceptance(self) -> int:
+        return self.dropped["bad_row"] + self.dropped["shutdown"]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        queue_size: int,
+        batch_max_size: int,
+        batch_max_msec: int,
+        session_timeout: timedelta,
+    ) -> None:
+        self.conninfo = conninfo
+        self.queue: asyncio.Queue[QueuedEvent] = asyncio.Queue(maxsize=queue_size)
+        self.batch_max_size = batch_max_size
+        self.batch_wait_s = batch_max_msec / 1000
+        self.session_timeout = session_timeout
+        self.stats = PipelineStats()
+        self.database_ok = True
+        self._bots: Counter[BotHit] = Counter()
+        self._sites = SiteIds()
+        self._connection: AsyncConnection[tuple[object, ...]] | None = None
+        self._stopping = False
+        self._give_up_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the request side: never blocks, never touches the database ---------------
+    def offer(self, event: QueuedEvent) -> bool:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            return False
+        self.stats.accepted += 1
+        return True
+
+    def count_bot(self, hit: BotHit) -> None:
+        self._bots[hit] += 1
+        self.stats.dropped["bot"] += 1
+
+    # -- the writer ---------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="picolytics-writer")
+
+    async def stop(self, deadline_s: float) -> None:
+        """Write what is queued, giving up after deadline_s; then close the connection."""
+        self._stopping = True
+        self._give_up_at = time.monotonic() + deadline_s
+        if self._task is not None:
+            await self._task
+        if self._connection is not None:
+            await self._connection.close()
+        lost = self.queue.qsize()
+        if lost:
+            self.stats.dropped["shutdown"] += lost
+            log.error("shutdown deadline passed: %d accepted event(s) were not written", lost)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch or self._bots:
+                await self._write(batch)
+            elif self._stopping:
+                return
+            if self._out_of_time():
+                return
+
+    def _out_of_time(self) -> bool:
+        return self._give_up_at is not None and time.monotonic() >= self._give_up_at
+
+    async def _next_batch(self) -> list[QueuedEvent]:
+        batch: list[QueuedEvent] = []
+        try:
+            batch.append(await asyncio.wait_for(self.queue.get(), _IDLE_POLL_S))
+        except TimeoutError:
+            return batch
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.batch_max_size:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _write(self, events: list[QueuedEvent]) -> None:
+        """Write one batch, retrying transient failures until it lands or time is up."""
+        bots, self._bots = self._bots, Counter()
+        delay = RETRY_BASE_S
+        while True:
+            try:
+                await self._write_isolating(events, bots)
+            except psycopg.Error as error:
+                self.stats.database_errors += 1
+                await self._forget_connection()
+                if self.database_ok:
+                    log.warning("database write failed, retrying: %s", _first_line(error))
+                self.database_ok = False
+                if self._out_of_time():
+                    self.stats.dropped["shutdown"] += len(events)
+                    log.error(  # noqa: TRY400 - the cause was logged when it happened
+                        "shutdown deadline passed: %d event(s) not written", len(events)
+                    )
+                    return
+                await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter only
+                delay = min(delay * 2, RETRY_CAP_S)
+            else:
+                if not self.database_ok:
+                    log.info("database writes resumed")
+                self.database_ok = True
+                return
+
+    async def _write_isolating(self, events: Sequence[QueuedEvent], bots: Counter[BotHit]) -> None:
+        """Write; on a data error, split to write the good rows and drop only the bad."""
+        connection = await self._get_connection()
+        try:
+            await store.write_batch(connection, self._sites, events, bots, self.session_timeout)
+        except _DATA_ERRORS as error:
+            if len(events) <= 1:
+                self.stats.dropped["bad_row"] += len(events)
+                log.warning("dropped an event PostgreSQL rejected (%s)", error.sqlstate)
+                if bots:
+                    await self._write_isolating([], bots)
+                return
+            middle = len(events) // 2
+            await self._write_isolating(events[:middle], bots)
+            await self._write_isolating(events[middle:], Counter())
+            return
+        self.stats.written += len(events)
+        self.stats.batches += 1
+
+    async def _get_connection(self) -> AsyncConnection[tuple[object, ...]]:
+        if self._connection is None or self._connection.closed:
+            connection = await AsyncConnection.connect(self.conninfo, autocommit=True)
+            await connection.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
+            # The planner cannot estimate the batch's CTEs and picks a nested loop that
+            # is quadratic in the batch size; hash and merge joins are always right here.
+            await connection.execute("SET enable_nestloop = off")
+            await connection.execute(store.CREATE_STAGING)
+            self._connection = connection
+        return self._connection
+
+    async def _forget_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._connection.close()
+            self._connection = None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
