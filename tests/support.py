@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
-from dataclasses import replace
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx2 as httpx
 import psycopg
 from psycopg import AsyncConnection
 
@@ -69,10 +77,68 @@ async def write(
     sites: SiteIds | None = None,
 ) -> None:
     async with await AsyncConnection.connect(conninfo, autocommit=True) as connection:
-        await connection.execute(store.CREATE_STAGING)
+        await store.prepare_connection(connection, "30s")
         await store.write_batch(connection, sites or SiteIds(), events, bots or {}, TIMEOUT)
 
 
 def query(conninfo: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as connection:
         return connection.execute(sql, params).fetchall()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    base: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextlib.contextmanager
+def server_process(
+    conninfo: str, folder: Path, settings: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
+    """`picolytics serve` as a real process on a free port; killed if still alive after."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "CONFIG_"))}
+    env.update(
+        {
+            "PGCONNSTRING": conninfo,
+            "LISTEN_ADDR": f"127.0.0.1:{port}",
+            "LOG_FORMAT": "text",
+            **(settings or {}),
+        }
+    )
+    log_path = folder / "server.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "picolytics.cli", "serve"],
+            env=env,
+            cwd=folder,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(server.base + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, server.log()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

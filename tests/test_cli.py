@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from conftest import reachable_tempdir
-from support import query
+from support import free_port, query, server_process
 
 from picolytics import __version__
 
@@ -38,12 +37,6 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_version() -> None:
@@ -132,39 +125,10 @@ def test_migrate_on_the_embedded_database() -> None:
 
 @pytest.fixture
 def running_server(migrated_database: str, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(
-        {
-            "PGCONNSTRING": migrated_database,
-            "LISTEN_ADDR": f"127.0.0.1:{port}",
-            "DEBUG": "true",
-            "LOG_FORMAT": "text",
-        }
-    )
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [*PICOLYTICS, "serve"], env=env, cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(base + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
-        yield base, log_path, migrated_database
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with server_process(migrated_database, tmp_path, {"DEBUG": "true"}) as server:
+        yield server.base, server.log_path, migrated_database
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
 
 
 def test_serve_answers_collects_and_logs_no_client_details(

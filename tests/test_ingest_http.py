@@ -74,7 +74,9 @@ def wait_for_rows(conninfo: str, sql: str, expected: int, timeout_s: float = 10)
 
 @contextlib.contextmanager
 def serving(conninfo: str) -> Iterator[tuple[TestClient, str]]:
-    config = Config(geo_ip_file=str(DATA / "GeoIP2-City-Test.mmdb"), batch_max_msec=20)
+    config = Config(
+        geo_ip_file=str(DATA / "GeoIP2-City-Test.mmdb"), batch_max_msec=20, request_rate_limit=0
+    )
     with TestClient(create_app(config, conninfo=conninfo), client=(CLIENT_IP, 50123)) as client:
         yield client, conninfo
 
@@ -137,7 +139,9 @@ def test_accepted_event_is_enriched_and_stored(served: tuple[TestClient, str]) -
 
 
 def test_mobile_device_and_geo_of_ipv6(migrated_database: str) -> None:
-    config = Config(geo_ip_file=str(DATA / "GeoIP2-City-Test.mmdb"), batch_max_msec=20)
+    config = Config(
+        geo_ip_file=str(DATA / "GeoIP2-City-Test.mmdb"), batch_max_msec=20, request_rate_limit=0
+    )
     with TestClient(
         create_app(config, conninfo=migrated_database), client=("2001:218::1", 1)
     ) as client:
@@ -270,7 +274,7 @@ def test_full_queue_is_503_and_the_handler_never_waits_on_the_database() -> None
 
 
 def test_shutdown_writes_everything_accepted(migrated_database: str) -> None:
-    config = Config(batch_max_msec=500, batch_max_size=7)
+    config = Config(batch_max_msec=500, batch_max_size=7, request_rate_limit=0)
     with TestClient(
         create_app(config, conninfo=migrated_database), client=(CLIENT_IP, 1)
     ) as client:
@@ -308,3 +312,18 @@ def test_no_ip_or_user_agent_anywhere_in_the_database(
     for secret in (CLIENT_IP, "81.2.69", "UniqueAgent4242", agent, "private", "secret=1"):
         assert secret not in dump
         assert secret not in caplog.text
+
+
+def test_rate_limit_per_client_is_429_and_counted(migrated_database: str) -> None:
+    config = Config(request_rate_limit=3, batch_max_msec=20)
+    with TestClient(
+        create_app(config, conninfo=migrated_database), client=(CLIENT_IP, 1)
+    ) as client:
+        statuses = [post(client, body()).status_code for _ in range(5)]
+        limited = post(client, body())
+        stats = client.app.state.services.pipeline.stats  # type: ignore[attr-defined]
+    assert statuses == [202, 202, 202, 429, 429]
+    assert limited.headers["retry-after"] == "1"
+    assert limited.headers["access-control-allow-origin"] == "*"
+    assert stats.dropped["rate_limited"] == 3
+    assert stats.accepted == 3

@@ -17,12 +17,15 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from picolytics import store
+from picolytics.admin import create_admin_app, readiness_reason
 from picolytics.agents import AgentParser
 from picolytics.clientip import ClientIp
 from picolytics.config import Config
 from picolytics.geo import GeoLocator
 from picolytics.ingest import Ingest
+from picolytics.metrics import Metrics, exposition_registry
 from picolytics.pipeline import Pipeline
+from picolytics.prune import prune
 from picolytics.static import StaticFiles, choose_static_dir
 from picolytics.visitor import SaltCache
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ROBOTS_TXT = "User-agent: *\nDisallow: /\n"
 MAINTENANCE_INTERVAL_S = 60.0
+METRICS_SYNC_INTERVAL_S = 1.0
 SHUTDOWN_DRAIN_S = 15.0
 
 
@@ -42,6 +46,28 @@ class Services:
     pipeline: Pipeline
     salts: SaltCache
     geo: GeoLocator
+    metrics: Metrics
+
+    def sync_metrics(self) -> None:
+        pipeline = self.pipeline
+        self.metrics.sync(
+            pipeline.stats, pipeline.queue.qsize(), pipeline.queue.maxsize, pipeline.database_ok
+        )
+
+    async def sync_metrics_forever(self) -> None:
+        while True:
+            self.sync_metrics()
+            await asyncio.sleep(METRICS_SYNC_INTERVAL_S)
+
+    async def readiness(self) -> str | None:
+        """None when this process can take traffic, else why not (for /ready)."""
+        queue = self.pipeline.queue
+        return await readiness_reason(
+            queue_depth=queue.qsize(),
+            queue_capacity=queue.maxsize,
+            database_ok=self.pipeline.database_ok,
+            conninfo=self.conninfo,
+        )
 
     async def maintain(self) -> None:
         """Salts for today and tomorrow, partitions ahead, expired visits forgotten."""
@@ -58,25 +84,48 @@ class Services:
             except Exception as error:  # keep maintaining after outages
                 log.warning("maintenance failed, will retry: %s", str(error).splitlines()[0])
 
+    async def prune_forever(self) -> None:
+        """Prune at startup, then every PRUNE_CHECK_HOURS; the lock lets one server do it."""
+        hours = self.config.prune_check_hours
+        while True:
+            try:
+                await prune(self.conninfo, self.config.prune_days)
+            except Exception as error:  # a failed prune waits for the next check
+                log.warning(
+                    "scheduled prune failed, will retry in %d hour(s): %s",
+                    hours,
+                    (str(error).splitlines() or [type(error).__name__])[0],
+                )
+            await asyncio.sleep(hours * 3600)
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.maintain()
         self.pipeline.start()
-        maintenance = asyncio.create_task(self.maintain_forever(), name="picolytics-maintenance")
+        background = [
+            asyncio.create_task(self.maintain_forever(), name="picolytics-maintenance"),
+            asyncio.create_task(self.sync_metrics_forever(), name="picolytics-metrics"),
+        ]
+        if self.config.prune_days > 0:
+            background.append(asyncio.create_task(self.prune_forever(), name="picolytics-prune"))
         try:
             yield
         finally:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.pipeline.stop(SHUTDOWN_DRAIN_S)
+            self.sync_metrics()
             self.geo.close()
 
 
 def build_services(config: Config, conninfo: str) -> Services:
     timeout = timedelta(minutes=config.session_timeout_min)
     geo_path = Path(config.geo_ip_file) if config.geo_ip_file else None
+    metrics = Metrics()
     return Services(
+        metrics=metrics,
         config=config,
         conninfo=conninfo,
         pipeline=Pipeline(
@@ -85,6 +134,7 @@ def build_services(config: Config, conninfo: str) -> Services:
             batch_max_size=config.batch_max_size,
             batch_max_msec=config.batch_max_msec,
             session_timeout=timeout,
+            on_batch=metrics.observe_batch,
         ),
         salts=SaltCache(timeout),
         geo=GeoLocator(geo_path),
@@ -138,3 +188,14 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
     return app
+
+
+def admin_app_for(app: Starlette, config: Config) -> Starlette:
+    """The admin app (health, readiness, metrics) of a public app built by create_app."""
+    services: Services = app.state.services
+    return create_admin_app(
+        registry=exposition_registry(services.metrics, not config.disable_host_metrics),
+        readiness=services.readiness,
+        before_scrape=services.sync_metrics,
+        debug=config.debug,
+    )

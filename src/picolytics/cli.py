@@ -3,6 +3,7 @@ turns picolytics' errors into one clean line and an exit code."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any
 
 import click
 
-from picolytics import __version__, migrate
-from picolytics.app import create_app
+from picolytics import __version__, migrate, prune
+from picolytics.app import admin_app_for, create_app
 from picolytics.config import Config, load_config, write_default_config
 from picolytics.database import database_conninfo
-from picolytics.errors import PicolyticsError
+from picolytics.errors import PicolyticsError, PruneBusyError, ServerError
 from picolytics.logs import configure_logging
-from picolytics.server import run
+from picolytics.server import Listener, run
+from picolytics.supervisor import serve_workers
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,15 @@ def serve(ctx: click.Context) -> None:
         else:
             applied = migrate.apply(conninfo)
             log.info("database schema up to date (%d migration(s) applied now)", len(applied))
-        run(create_app(config, conninfo=conninfo), config.listen_addr)
+        if config.workers > 1:
+            if not serve_workers(config, conninfo):
+                raise ServerError("a worker did not stop cleanly; see the log above")
+            return
+        app = create_app(config, conninfo=conninfo)
+        listeners = [Listener(app, config.listen_addr, "public")]
+        if config.admin_listen:
+            listeners.append(Listener(admin_app_for(app, config), config.admin_listen, "admin"))
+        run(*listeners)
 
 
 @cli.command("migrate")
@@ -117,6 +127,31 @@ def migrate_command(ctx: click.Context, check: bool) -> None:
         for migration in migrate.apply(conninfo):
             click.echo(f"applied: {migration}")
         click.echo("database schema up to date")
+
+
+@cli.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Keep this many days before today (UTC); overrides PRUNE_DAYS.",
+)
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@click.pass_context
+def prune_command(ctx: click.Context, days: int | None, dry_run: bool) -> None:
+    """Remove events, sessions and bot counts older than the retention period."""
+
+    config = _config(ctx)
+    keep = days if days is not None else config.prune_days
+    if keep == 0:
+        click.echo("PRUNE_DAYS is 0 (keep everything) and no --days given: nothing to prune")
+        return
+    with database_conninfo(config) as conninfo:
+        report = asyncio.run(prune.prune(conninfo, keep, dry_run=dry_run))
+    if report.skipped:
+        raise PruneBusyError("another process is pruning; nothing was done")
+    for line in prune.summary(report):
+        click.echo(line)
 
 
 @cli.command("write-default-config")

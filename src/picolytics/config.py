@@ -62,6 +62,7 @@ class Config:
     admin_listen: str = ""
     disable_host_metrics: bool = True
     debug: bool = False
+    workers: int = 1
     queue_size: int = 640_000
     batch_max_size: int = 6400
     batch_max_msec: int = 500

@@ -29,3 +29,15 @@ class EmbeddedDatabaseError(PicolyticsError):
 
 class ListenError(PicolyticsError):
     """The server could not bind its listening address."""
+
+
+class PruneError(PicolyticsError):
+    """Pruning old data failed (the database refused or went away)."""
+
+
+class PruneBusyError(PicolyticsError):
+    """Another process is pruning right now; this one did nothing."""
+
+
+class ServerError(PicolyticsError):
+    """The server did not run or stop as it should."""

@@ -21,6 +21,7 @@ from picolytics.config import Config
 from picolytics.geo import GeoLocator
 from picolytics.model import QueuedEvent
 from picolytics.pipeline import Pipeline
+from picolytics.ratelimit import RateLimiter
 from picolytics.store import BotHit, new_id
 from picolytics.visitor import SaltCache, SaltUnavailableError
 
@@ -81,6 +82,9 @@ class Ingest:
         client_ip: Callable[[Request], str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.rate_limiter = (
+            RateLimiter(config.request_rate_limit) if config.request_rate_limit > 0 else None
+        )
         self.body_limit = config.body_max_size
         self.valid_names = frozenset(config.valid_event_names)
         self.allowed_sites = frozenset(config.allowed_sites)
@@ -124,13 +128,16 @@ class Ingest:
 
     async def _collect(self, request: Request) -> None:
         received_at = self.clock()
+        ip = self.client_ip(request)
+        # First, before any parsing: an abusive client should cost as little as possible.
+        if self.rate_limiter is not None and not self.rate_limiter.allow(ip):
+            raise Rejected("rate_limited", 429, "too many requests", {"Retry-After": "1"})
         page = await self._read_page(request)
         user_agent = request.headers.get("user-agent", "")
         agent = self.agents.parse(user_agent)
         if agent.bot_reason is not None:
             self.pipeline.count_bot(BotHit(page.site, received_at.date(), agent.bot_reason))
             return
-        ip = self.client_ip(request)
         try:
             visitor_id, previous_id = self.salts.visitor_ids(page.site, ip, user_agent, received_at)
         except SaltUnavailableError:

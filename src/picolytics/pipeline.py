@@ -20,9 +20,9 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import AsyncConnection
@@ -42,6 +42,11 @@ _IDLE_POLL_S = 0.5
 
 # Errors caused by the rows themselves: retrying the same rows can never succeed.
 _DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+
+
+# Called after each written batch: events, write seconds, age of the oldest event in
+# seconds, visits opened.
+BatchObserver = Callable[[int, float, float, int], None]
 
 
 @dataclass
@@ -67,8 +72,10 @@ class Pipeline:
         batch_max_size: int,
         batch_max_msec: int,
         session_timeout: timedelta,
+        on_batch: BatchObserver | None = None,
     ) -> None:
         self.conninfo = conninfo
+        self.on_batch = on_batch
         self.queue: asyncio.Queue[QueuedEvent] = asyncio.Queue(maxsize=queue_size)
         self.batch_max_size = batch_max_size
         self.batch_wait_s = batch_max_msec / 1000
@@ -177,8 +184,11 @@ class Pipeline:
     async def _write_isolating(self, events: Sequence[QueuedEvent], bots: Counter[BotHit]) -> None:
         """Write; on a data error, split to write the good rows and drop only the bad."""
         connection = await self._get_connection()
+        started = time.monotonic()
         try:
-            await store.write_batch(connection, self._sites, events, bots, self.session_timeout)
+            opened = await store.write_batch(
+                connection, self._sites, events, bots, self.session_timeout
+            )
         except _DATA_ERRORS as error:
             if len(events) <= 1:
                 self.stats.dropped["bad_row"] += len(events)
@@ -192,15 +202,19 @@ class Pipeline:
             return
         self.stats.written += len(events)
         self.stats.batches += 1
+        if self.on_batch is not None and events:
+            oldest = min(event.received_at for event in events)
+            self.on_batch(
+                len(events),
+                time.monotonic() - started,
+                (datetime.now(UTC) - oldest).total_seconds(),
+                opened,
+            )
 
     async def _get_connection(self) -> AsyncConnection[tuple[object, ...]]:
         if self._connection is None or self._connection.closed:
             connection = await AsyncConnection.connect(self.conninfo, autocommit=True)
-            await connection.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}'")
-            # The planner cannot estimate the batch's CTEs and picks a nested loop that
-            # is quadratic in the batch size; hash and merge joins are always right here.
-            await connection.execute("SET enable_nestloop = off")
-            await connection.execute(store.CREATE_STAGING)
+            await store.prepare_connection(connection, STATEMENT_TIMEOUT)
             self._connection = connection
         return self._connection
 

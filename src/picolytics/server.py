@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from hypercorn.asyncio import serve
@@ -26,20 +28,36 @@ READ_TIMEOUT_S = 30
 GRACEFUL_TIMEOUT_S = 10.0
 
 
-def bind_socket(listen_addr: str) -> socket.socket:
-    """Bind the listening socket ourselves, so the real port is known (even for :0)."""
+def bind_socket(
+    listen_addr: str, *, reuse_port: bool = False, listen: bool = True
+) -> socket.socket:
+    """Bind the listening socket ourselves, so the real port is known (even for :0).
+
+    With reuse_port, several worker processes each bind their own socket to the same
+    port and the kernel spreads new connections evenly between them.
+    """
     host, port = split_listen_addr(listen_addr)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host or "0.0.0.0", port))  # noqa: S104 - ":8080" means every address
-        sock.listen(1024)
+        if listen:
+            sock.listen(1024)
     except OSError as error:
         sock.close()
         raise ListenError(f"cannot listen on {listen_addr}: {error.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def listen_addr_of(sock: socket.socket, listen_addr: str) -> str:
+    """The listen address with the port the socket really got (for ":0")."""
+    host, _ = split_listen_addr(listen_addr)
+    port = sock.getsockname()[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def public_url(sock: socket.socket, listen_addr: str) -> str:
@@ -94,22 +112,63 @@ def hypercorn_config(sock: socket.socket) -> HypercornConfig:
     return config
 
 
-async def _serve_until_signal(app: ASGIApp, sock: socket.socket, url: str) -> None:
-    stop = asyncio.Event()
+@dataclass(frozen=True)
+class Listener:
+    """One app on one address: the public app, or the admin app."""
+
+    app: ASGIApp
+    listen_addr: str
+    name: str
+    reuse_port: bool = False
+
+
+Bound = list[tuple[Listener, socket.socket]]
+
+
+def bind_all(stack: contextlib.ExitStack, listeners: list[Listener]) -> Bound:
+    """Bind every listener's socket up front, so a busy port fails before anything runs."""
+    return [
+        (
+            listener,
+            stack.enter_context(bind_socket(listener.listen_addr, reuse_port=listener.reuse_port)),
+        )
+        for listener in listeners
+    ]
+
+
+async def serve_bound(bound: Bound, stop: asyncio.Event) -> None:
+    """Serve every bound listener until `stop` is set, then shut down gracefully."""
+    servers = []
+    for listener, sock in bound:
+        log.info(
+            "picolytics %s server listening on %s",
+            listener.name,
+            public_url(sock, listener.listen_addr),
+        )
+        servers.append(
+            serve(
+                AccessLog(listener.app),  # type: ignore[arg-type]  # Hypercorn's types are stricter
+                hypercorn_config(sock),
+                shutdown_trigger=stop.wait,
+            )
+        )
+    await asyncio.gather(*servers)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("picolytics is listening on %s", url)
-    await serve(
-        AccessLog(app),  # type: ignore[arg-type]  # Hypercorn's ASGI types are stricter
-        hypercorn_config(sock),
-        shutdown_trigger=stop.wait,
-    )
+
+
+async def _serve_until_signal(bound: Bound) -> None:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await serve_bound(bound, stop)
     log.info("picolytics stopped")
 
 
-def run(app: ASGIApp, listen_addr: str) -> None:
-    """Serve until SIGTERM/SIGINT; in-flight requests finish, the app's lifespan closes."""
-    sock = bind_socket(listen_addr)
-    with sock:
-        asyncio.run(_serve_until_signal(app, sock, public_url(sock, listen_addr)))
+def run(*listeners: Listener) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish, the apps' lifespans close."""
+    with contextlib.ExitStack() as stack:
+        asyncio.run(_serve_until_signal(bind_all(stack, list(listeners))))

@@ -253,6 +253,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # Performance tuning
     Setting(
+        "workers",
+        "WORKERS",
+        "workers",
+        "int",
+        "Server processes sharing the public port (each with its own queue and writer)",
+        1,
+        64,
+    ),
+    Setting(
         "queue_size",
         "QUEUE_SIZE",
         "queueSize",

@@ -101,6 +101,7 @@ COPY_STAGING = "COPY picolytics_staging FROM STDIN (FORMAT BINARY)"
 
 # Only events inserted now (not already present from an earlier try) reach the
 # session aggregates; session details come from each session's first new event.
+# Returns the number of sessions opened (rows inserted rather than updated).
 INSERT_EVENTS_AND_SESSIONS = """
 WITH inserted AS (
     INSERT INTO events (site_id, received_at, event_id, session_id, visitor_id, name, path,
@@ -125,7 +126,7 @@ WITH inserted AS (
 ), firsts AS (
     SELECT DISTINCT ON (site_id, session_id) *
     FROM fresh ORDER BY site_id, session_id, is_pageview DESC, received_at
-)
+), upserted AS (
 INSERT INTO sessions AS s (
     site_id, session_id, visitor_id, started_at, last_seen_at, pageviews, events, engaged,
     entry_path, exit_path, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
@@ -149,6 +150,9 @@ ON CONFLICT (site_id, session_id) DO UPDATE SET
                       THEN EXCLUDED.entry_path ELSE s.entry_path END,
     exit_path = CASE WHEN EXCLUDED.exit_path <> '' AND EXCLUDED.last_seen_at >= s.last_seen_at
                      THEN EXCLUDED.exit_path ELSE s.exit_path END
+RETURNING xmax = 0 AS opened
+)
+SELECT count(*) FILTER (WHERE opened) FROM upserted
 """
 
 ADD_BOT_COUNTS = """
@@ -343,14 +347,19 @@ async def write_batch(
     events: Sequence[QueuedEvent],
     bots: dict[BotHit, int],
     timeout: timedelta,
-) -> None:
-    """Write events (and bot counts) in one transaction; safe to retry after any failure."""
+) -> int:
+    """Write events (and bot counts) in one transaction; safe to retry after any failure.
+
+    The connection must have been set up by `prepare_connection`. Returns the number
+    of visits opened.
+    """
     try:
-        await _write_in_transaction(connection, sites, events, bots, timeout)
+        opened = await _write_in_transaction(connection, sites, events, bots, timeout)
     except BaseException:
         sites.rolled_back()
         raise
     sites.committed()
+    return opened
 
 
 async def _write_in_transaction(
@@ -359,19 +368,21 @@ async def _write_in_transaction(
     events: Sequence[QueuedEvent],
     bots: dict[BotHit, int],
     timeout: timedelta,
-) -> None:
+) -> int:
+    opened = 0
     async with connection.transaction():
         await sites.ensure(
             connection, [event.page.site for event in events] + [hit.site for hit in bots]
         )
         if events:
             assigned = await assign_sessions(connection, sites, events, timeout)
-            await connection.execute(CREATE_STAGING)
             async with connection.cursor().copy(COPY_STAGING) as copy:
                 copy.set_types(STAGING_TYPES)
                 for row in assigned:
                     await copy.write_row(_staging_row(*row))
-            await connection.execute(INSERT_EVENTS_AND_SESSIONS)
+            cursor = await connection.execute(INSERT_EVENTS_AND_SESSIONS)
+            counted = await cursor.fetchone()
+            opened = cast(int, counted[0]) if counted else 0
         if bots:
             hits = sorted(
                 bots.items(), key=lambda item: (item[0].site, item[0].day, item[0].reason)
@@ -385,6 +396,16 @@ async def _write_in_transaction(
                     [count for _, count in hits],
                 ),
             )
+    return opened
+
+
+async def prepare_connection(connection: Connection, statement_timeout: str) -> None:
+    """Session settings and the staging table a writer connection needs."""
+    await connection.execute(f"SET statement_timeout = '{statement_timeout}'")
+    # The planner cannot estimate the batch's CTEs and picks a nested loop that is
+    # quadratic in the batch size; hash and merge joins are always right here.
+    await connection.execute("SET enable_nestloop = off")
+    await connection.execute(CREATE_STAGING)
 
 
 async def maintain(connection: Connection, now: datetime, timeout: timedelta) -> None:
