@@ -93,6 +93,11 @@ def _warn_about_drift(migrations: list[Migration], applied: dict[int, str]) -> N
             log.warning("migration %s changed after it was applied", migration)
 
 
+def _log_notice(notice: psycopg.errors.Diagnostic) -> None:
+    if notice.severity_nonlocalized == "NOTICE" and notice.message_primary:
+        log.warning("migration notice: %s", notice.message_primary)
+
+
 def pending(conninfo: str, folder: Path | None = None) -> list[Migration]:
     """Migrations not yet applied to the database (read-only)."""
     migrations = discover(folder)
@@ -112,6 +117,8 @@ def apply(conninfo: str, folder: Path | None = None) -> list[Migration]:
             connection.execute(CREATE_MIGRATIONS_TABLE)
             applied = _applied(connection)
             _warn_about_drift(migrations, applied)
+            # A migration's NOTICE is meant for the operator (a role it could not create).
+            connection.add_notice_handler(_log_notice)
             for migration in migrations:
                 if migration.version in applied:
                     continue

@@ -1,0 +1,1 @@
+../../../docker/postgres-initdb.d/10-picolytics-roles.sh

@@ -1,0 +1,498 @@
+"""The reporting views, the read-only role and the sample Grafana dashboard.
+
+A known dataset is written through `store.write_batch` (so sessions, bounces and entry
+and exit pages come from the real session logic), then every SQL query of the
+dashboard runs, with Grafana's macros expanded, as a login role that is only a member
+of `picolytics_reader`, and the numbers are checked exactly.
+
+The dataset, on site example.com, within the last 3 hours:
+  visitor A: visit 1  "/" (from news.example), ping, "/pricing"          2 pageviews
+             a "visible" event alone 1 h later: a session, but no visit  0 pageviews
+             visit 2  "/blog" (utm newsletter/email/launch), hidden       1, bounce
+  visitor B: visit 3  "/" (from search.example), nav "/docs",
+                      hashchange "/docs#/install", an in-page anchor,
+                      "/pricing"                                          4 pageviews
+             visit 4  "/pricing", visible                                 1, bounce
+  visitor C: visit 5  in the last 4 minutes: "/" (utm newsletter/email/
+                      launch), nav "/blog", hashchange "/blog#/post-1",
+                      ping, nav "/pricing"                                4 pageviews
+=> 3 visitors, 5 visits, 12 pageviews, 2 bounces (40 %), average visit 80 s
+   (60 + 10 + 120 + 30 + 180) / 5, 2.4 pages per visit, 1 current visitor.
+Outside the filters: a visit to other.org, a visit to example.com 3 days ago, bot
+counts of other.org and of 10 days ago.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from support import PAGE, query, run, write
+
+from picolytics.agents import Agent
+from picolytics.geo import Location
+from picolytics.model import QueuedEvent
+from picolytics.store import BotHit, new_id
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "grafana" / "dashboards" / "picolytics.json"
+METRICS_SOURCE = ROOT / "src" / "picolytics" / "metrics.py"
+
+SITE = "example.com"
+OTHER_SITE = "other.org"
+A, B, C, D, E = 1001, 2002, 3003, 4004, 5005
+CHROME = Agent("Chrome", "120", "Windows", "10", "desktop", None)
+FIREFOX = Agent("Firefox", "121", "Mac OS X", "14", "desktop", None)
+SAFARI = Agent("Mobile Safari", "17", "iOS", "17", "mobile", None)
+BERLIN = Location("DE", "Berlin", "Berlin")
+NEW_YORK = Location("US", "New York", "New York")
+PARIS = Location("FR", "Île-de-France", "Paris")
+PROFILE = {A: (CHROME, BERLIN), B: (FIREFOX, NEW_YORK), C: (SAFARI, PARIS)}
+PROFILE |= {D: (CHROME, BERLIN), E: (CHROME, BERLIN)}
+NEWSLETTER = {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "launch"}
+
+VIEWS = [
+    "pageviews",
+    "visits",
+    "daily_visitors",
+    "top_pages",
+    "sources",
+    "entry_pages",
+    "exit_pages",
+    "countries",
+    "browsers",
+    "operating_systems",
+    "devices",
+    "campaigns",
+    "bot_traffic",
+]
+READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
+PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
+
+
+def page_event(
+    at: datetime, visitor: int, name: str, path: str, site: str = SITE, **fields: Any
+) -> QueuedEvent:
+    agent, location = PROFILE[visitor]
+    page = replace(PAGE, name=name, path=path, site=site, **fields)
+    return QueuedEvent(at, new_id(), visitor, None, page, location, agent)
+
+
+def dataset(now: datetime) -> list[QueuedEvent]:
+    base = now - timedelta(hours=3)
+    s = timedelta(seconds=1)
+    return [
+        # visitor A
+        page_event(base, A, "load", "/", referrer_host="news.example"),
+        page_event(base + 30 * s, A, "ping", "/"),
+        page_event(base + 60 * s, A, "load", "/pricing"),
+        page_event(base + timedelta(hours=1), A, "visible", "/pricing"),
+        page_event(base + timedelta(hours=2), A, "load", "/blog", **NEWSLETTER),
+        page_event(base + timedelta(hours=2) + 10 * s, A, "hidden", "/blog"),
+        # visitor B
+        page_event(base + 600 * s, B, "load", "/", referrer_host="search.example"),
+        page_event(base + 620 * s, B, "nav", "/docs"),
+        page_event(base + 640 * s, B, "hashchange", "/docs", hash_path="#/install"),
+        page_event(base + 650 * s, B, "hashchange", "/docs"),  # an in-page anchor
+        page_event(base + 720 * s, B, "load", "/pricing"),
+        page_event(base + timedelta(hours=1), B, "load", "/pricing"),
+        page_event(base + timedelta(hours=1) + 30 * s, B, "visible", "/pricing"),
+        # visitor C, on the site right now
+        page_event(now - 240 * s, C, "load", "/", **NEWSLETTER),
+        page_event(now - 180 * s, C, "nav", "/blog"),
+        page_event(now - 120 * s, C, "hashchange", "/blog", hash_path="#/post-1"),
+        page_event(now - 90 * s, C, "ping", "/blog"),
+        page_event(now - 60 * s, C, "nav", "/pricing"),
+        # outside the filters: another site, and long ago
+        page_event(base + 300 * s, D, "load", "/", site=OTHER_SITE),
+        page_event(now - timedelta(days=3), E, "load", "/old"),
+    ]
+
+
+def bots(today: date) -> dict[BotHit, int]:
+    return {
+        BotHit(SITE, today, "crawler_list"): 7,
+        BotHit(SITE, today, "empty_ua"): 2,
+        BotHit(SITE, today - timedelta(days=10), "crawler_list"): 100,
+        BotHit(OTHER_SITE, today, "parser_spider"): 5,
+    }
+
+
+@dataclass(frozen=True)
+class Seeded:
+    conninfo: str  # as the migrating superuser
+    reader: str  # as a login role that is only a member of picolytics_reader
+    now: datetime
+
+
+def reader_login(admin_conninfo: str, database: str) -> Iterator[str]:
+    """A login role that is a member of picolytics_reader and nothing else."""
+    name = f"dash_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_conninfo, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE picolytics_reader").format(sql.Identifier(name))
+        )
+    try:
+        yield make_conninfo(database, user=name)
+    finally:
+        with psycopg.connect(admin_conninfo, autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def seeded(module_database: str, admin_conninfo: str) -> Iterator[Seeded]:
+    now = datetime.now(UTC)
+    run(write(module_database, dataset(now), bots(now.date())))
+    for reader in reader_login(admin_conninfo, module_database):
+        yield Seeded(module_database, reader, now)
+
+
+# --- Grafana's macros, as the PostgreSQL data source expands them ---------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([smhd])", duration.strip().strip("'"))
+    assert match, duration
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def expand(text: str, *, start: datetime, end: datetime, interval: str, sites: list[str]) -> str:
+    """Expand exactly the macros and variables the dashboard uses; fail on any other."""
+    iso = "%Y-%m-%dT%H:%M:%SZ"
+    start_text, end_text = quote(start.strftime(iso)), quote(end.strftime(iso))
+    # Variables first (Grafana interpolates them before the data source's macros).
+    # A multi-value variable becomes a quoted, comma-separated list.
+    values = ",".join(quote(site) for site in sites)
+    text = text.replace("${site}", values)
+    text = re.sub(r"\$site\b", values, text)
+    text = re.sub(r"\$__interval\b", interval, text)
+    text = re.sub(
+        r"\$__timeFilter\(([^()]+)\)",
+        lambda m: f"{m.group(1).strip()} BETWEEN {start_text} AND {end_text}",
+        text,
+    )
+    text = text.replace("$__timeFrom()", start_text).replace("$__timeTo()", end_text)
+
+    def group(match: re.Match[str]) -> str:
+        column, step = match.group(1).strip(), seconds(match.group(2))
+        return f'floor(extract(epoch from {column})/{step})*{step} AS "time"'
+
+    text = re.sub(r"\$__timeGroupAlias\(([^,()]+),([^()]+)\)", group, text)
+    assert "$" not in text, f"unexpanded macro or variable in:\n{text}"
+    return text
+
+
+def load_dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def all_panels() -> list[dict[str, Any]]:
+    panels: list[dict[str, Any]] = []
+    for panel in load_dashboard()["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def sql_panels() -> list[dict[str, Any]]:
+    return [
+        panel
+        for panel in all_panels()
+        if panel.get("datasource", {}).get("type") == "grafana-postgresql-datasource"
+    ]
+
+
+def run_panel(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> dict[str, Any]:
+    """Run every query of a panel as the dashboard's reader role: refId -> rows."""
+    (panel,) = [panel for panel in sql_panels() if panel["title"] == title]
+    results: dict[str, Any] = {}
+    with psycopg.connect(seeded.reader) as connection:
+        for target in panel["targets"]:
+            text = expand(
+                target["rawSql"],
+                start=seeded.now - timedelta(hours=6),
+                end=seeded.now,
+                interval="1h",
+                sites=list(sites),
+            )
+            results[target["refId"]] = connection.execute(text.encode()).fetchall()
+    return results
+
+
+def rows(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> list[tuple[Any, ...]]:
+    return list(run_panel(seeded, title, sites)["A"])
+
+
+def value(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> Any:
+    ((result,),) = rows(seeded, title, sites)
+    return result
+
+
+# The expected result of every SQL panel on the dataset above (site example.com).
+EXPECTED: dict[str, Any] = {
+    "Visitors": 3,
+    "Visits": 5,
+    "Pageviews": 12,
+    "Bounce rate": Decimal("40.0"),
+    "Visit duration": Decimal("80.0"),
+    "Pages per visit": Decimal("2.40"),
+    "Current visitors": 1,
+    "Top pages": [
+        ("/pricing", 4, 3),
+        ("/", 3, 3),
+        ("/blog", 2, 2),
+        ("/blog#/post-1", 1, 1),
+        ("/docs", 1, 1),
+        ("/docs#/install", 1, 1),
+    ],
+    "Sources": [
+        ("newsletter", 2, 2),
+        ("(direct)", 1, 1),
+        ("news.example", 1, 1),
+        ("search.example", 1, 1),
+    ],
+    "Entry pages": [
+        ("/", 3, Decimal("0.0")),
+        ("/blog", 1, Decimal("100.0")),
+        ("/pricing", 1, Decimal("100.0")),
+    ],
+    "Exit pages": [("/pricing", 4), ("/blog", 1)],
+    "Countries": [("DE", 2), ("US", 2), ("FR", 1)],
+    "Campaigns": [("newsletter", "email", "launch", 2, 2, 5)],
+    "Browsers": [("Chrome", 2), ("Firefox", 2), ("Mobile Safari", 1)],
+    "Operating systems": [("Mac OS X", 2), ("Windows", 2), ("iOS", 1)],
+    "Devices": [("desktop", 4), ("mobile", 1)],
+    "Bots filtered": [("crawler_list", 7), ("empty_ua", 2)],
+}
+
+
+def test_every_sql_panel_has_checked_numbers() -> None:
+    titles = {panel["title"] for panel in sql_panels()}
+    assert titles == set(EXPECTED) | {"Pageviews and visitors"}
+
+
+@pytest.mark.parametrize("title", sorted(EXPECTED))
+def test_panel_numbers(seeded: Seeded, title: str) -> None:
+    expected = EXPECTED[title]
+    if isinstance(expected, list):
+        assert rows(seeded, title) == expected
+    else:
+        assert value(seeded, title) == expected
+
+
+def test_pageviews_over_time(seeded: Seeded) -> None:
+    result = run_panel(seeded, "Pageviews and visitors")
+    pageviews, visitors = result["A"], result["B"]
+    assert sum(count for _, count in pageviews) == 12
+    assert all(float(time) % 3600 == 0 for time, _ in pageviews + visitors)
+    # Hourly buckets: every visit start is counted once, per visitor and hour.
+    assert 3 <= sum(count for _, count in visitors) <= 5
+
+
+def test_site_variable_filters_every_panel(seeded: Seeded) -> None:
+    for panel in sql_panels():
+        for target in panel["targets"]:
+            assert "site IN ($site)" in target["rawSql"], panel["title"]
+    assert value(seeded, "Visits", (OTHER_SITE,)) == 1
+    assert value(seeded, "Pageviews", (OTHER_SITE,)) == 1
+    assert value(seeded, "Bounce rate", (OTHER_SITE,)) == Decimal("100.0")
+    assert rows(seeded, "Bots filtered", (OTHER_SITE,)) == [("parser_spider", 5)]
+    assert value(seeded, "Visits", (SITE, OTHER_SITE)) == 6
+    assert value(seeded, "Visitors", (SITE, OTHER_SITE)) == 4
+
+
+def test_site_variable_query_lists_sites(seeded: Seeded) -> None:
+    (variable,) = [v for v in load_dashboard()["templating"]["list"] if v["name"] == "site"]
+    assert variable["multi"] and variable["includeAll"]
+    with psycopg.connect(seeded.reader) as connection:
+        sites = connection.execute(variable["query"].encode()).fetchall()
+    assert sites == [(SITE,), (OTHER_SITE,)]
+
+
+def test_dashboard_shape() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["uid"] == "picolytics"
+    rows_ = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
+    assert rows_ == ["Analytics", "Performance", "Host"]
+    (attribution,) = [panel for panel in all_panels() if panel["type"] == "text"]
+    assert (
+        '<a href="https://db-ip.com">IP Geolocation by DB-IP</a>'
+        in (attribution["options"]["content"])
+    )
+    ids = [panel["id"] for panel in all_panels()]
+    assert len(ids) == len(set(ids))
+    # Panels reference the data sources through the dashboard's data source variables,
+    # so the same file works provisioned and imported into an existing Grafana.
+    for panel in all_panels():
+        if "datasource" in panel:
+            assert panel["datasource"]["uid"] in ("${ds_postgres}", "${ds_metrics}")
+
+
+def test_prometheus_panels_use_metrics_the_server_exports() -> None:
+    source = METRICS_SOURCE.read_text(encoding="utf-8")
+    names: set[str] = set()
+    for panel in all_panels():
+        if panel.get("datasource", {}).get("type") != "prometheus":
+            continue
+        for target in panel["targets"]:
+            names.update(re.findall(r"\b((?:picolytics|process)_[a-z0-9_]+)\b", target["expr"]))
+    assert len(names) >= 10
+    for name in sorted(names):
+        if name.startswith("process_"):
+            continue  # prometheus_client's process collector
+        base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+        assert f'"{base}"' in source, f"{name} is not defined in metrics.py"
+
+
+# --- the views --------------------------------------------------------------------------
+
+
+def test_views_are_documented(seeded: Seeded) -> None:
+    found = query(
+        seeded.conninfo,
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace",
+    )
+    assert sorted(name for name, _ in found) == sorted(VIEWS)
+    assert all(comment for _, comment in found)
+
+
+def test_daily_views_add_up(seeded: Seeded) -> None:
+    since = (seeded.now - timedelta(hours=6)).date()
+
+    def total(view: str, column: str, where: str = "") -> Any:
+        ((result,),) = query(
+            seeded.reader,
+            f"SELECT sum({column}) FROM {view} WHERE site = %s AND day >= %s {where}",
+            (SITE, since),
+        )
+        return result
+
+    assert total("daily_visitors", "visits") == 5
+    assert total("daily_visitors", "pageviews") == 12
+    assert total("daily_visitors", "bounces") == 2
+    assert total("top_pages", "pageviews") == 12
+    assert total("top_pages", "pageviews", "AND path = '/pricing'") == 4
+    assert total("sources", "visits", "AND source = 'newsletter'") == 2
+    assert total("entry_pages", "bounces") == 2
+    assert total("exit_pages", "visits", "AND path = '/pricing'") == 4
+    assert total("countries", "visits", "AND country = 'DE'") == 2
+    assert total("browsers", "visits", "AND browser = 'Firefox'") == 2
+    assert total("operating_systems", "visits", "AND os = 'iOS'") == 1
+    assert total("devices", "visits", "AND device_type = 'mobile'") == 1
+    assert total("campaigns", "pageviews") == 5
+    assert total("bot_traffic", "hits") == 9
+    # All time: the visit of 3 days ago and the old bot counts are there too.
+    ((visits, pageviews),) = query(
+        seeded.reader,
+        "SELECT sum(visits), sum(pageviews) FROM daily_visitors WHERE site = %s",
+        (SITE,),
+    )
+    assert (visits, pageviews) == (6, 13)
+
+
+def test_visits_without_pageviews_are_not_visits(seeded: Seeded) -> None:
+    ((sessions,),) = query(
+        seeded.conninfo,
+        "SELECT count(*) FROM sessions JOIN sites USING (site_id) "
+        "WHERE domain = %s AND visitor_id = %s",
+        (SITE, A),
+    )
+    assert sessions == 3  # two visits and the "visible" event alone
+    ((visits,),) = query(seeded.reader, "SELECT count(*) FROM visits WHERE visitor_id = %s", (A,))
+    assert visits == 2
+
+
+def test_pageview_definition(seeded: Seeded) -> None:
+    counted = query(
+        seeded.reader,
+        "SELECT name, count(*) FROM pageviews WHERE site = %s AND time > %s "
+        "GROUP BY name ORDER BY name",
+        (SITE, seeded.now - timedelta(hours=6)),
+    )
+    assert counted == [("hashchange", 2), ("load", 7), ("nav", 3)]
+    ((events,),) = query(
+        seeded.reader,
+        "SELECT count(*) FROM events JOIN sites USING (site_id) "
+        "WHERE domain = %s AND received_at > %s",
+        (SITE, seeded.now - timedelta(hours=6)),
+    )
+    assert events == 18  # 12 pageviews, 2 pings, 2 visible, 1 hidden, 1 anchor
+
+
+# --- the read-only role -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relation", VIEWS + READABLE_TABLES)
+def test_reader_reads_views_and_analytics_tables(seeded: Seeded, relation: str) -> None:
+    query(seeded.reader, f"SELECT * FROM {relation} LIMIT 1")
+
+
+@pytest.mark.parametrize("relation", PRIVATE_TABLES)
+def test_reader_cannot_read_private_tables(seeded: Seeded, relation: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(seeded.reader, f"SELECT * FROM {relation} LIMIT 1")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO sites (domain) VALUES ('evil.example')",
+        "UPDATE sessions SET pageviews = 0",
+        "DELETE FROM events",
+        "TRUNCATE bot_counts",
+        "CREATE TABLE public.mine (x int)",
+        "SELECT picolytics_grant_reader()",
+        "SELECT picolytics_ensure_event_partitions(current_date + 100, 1)",
+    ],
+)
+def test_reader_cannot_write(seeded: Seeded, statement: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        query(seeded.reader, statement)
+
+
+def test_reader_privileges_are_exactly_the_granted_ones(seeded: Seeded) -> None:
+    granted = query(
+        seeded.conninfo,
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+        "WHERE grantee = 'picolytics_reader' ORDER BY 1, 2",
+    )
+    assert granted == [(name, "SELECT") for name in sorted(VIEWS + READABLE_TABLES)]
+
+
+def test_reader_reads_partitions_created_later_through_the_parent(
+    migrated_database: str, admin_conninfo: str
+) -> None:
+    later = datetime.now(UTC) + timedelta(days=40)
+    with psycopg.connect(migrated_database) as connection:
+        connection.execute("SELECT picolytics_ensure_event_partitions(%s, 1)", (later.date(),))
+    run(write(migrated_database, [page_event(later, A, "load", "/future")]))
+    partition = f"events_{later:%Y%m%d}"
+    for reader in reader_login(admin_conninfo, migrated_database):
+        assert query(reader, "SELECT path FROM pageviews") == [("/future",)]
+        assert query(reader, "SELECT path FROM events") == [("/future",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            query(reader, f"SELECT * FROM {partition}")
+
+
+def test_grant_function_is_idempotent(migrated_database: str) -> None:
+    assert query(migrated_database, "SELECT picolytics_grant_reader()") == [(True,)]
+    assert query(migrated_database, "SELECT picolytics_grant_reader()") == [(True,)]
