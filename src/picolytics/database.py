@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 # Without a connect timeout, a black-holed address hangs a connection attempt forever.
 CONNECT_TIMEOUT_S = 5
 _MAX_BACKOFF_S = 10.0
+TCP_USER_TIMEOUT_MS = 30_000
 
 
 def with_connection_options(conninfo: str) -> str:
-    """Add a connect timeout, TCP keepalives and a name, unless the user set them."""
+    """Add a connect timeout, TCP keepalives and user timeout and a name, unless set."""
     try:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as error:
@@ -38,6 +39,9 @@ def with_connection_options(conninfo: str) -> str:
         "keepalives_idle": 30,
         "keepalives_interval": 10,
         "keepalives_count": 3,
+        # Over TCP, sent data unacknowledged this long (ms) ends the connection (a
+        # partition while a write is in flight, where keepalives do not apply).
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
     }
     extra = {key: value for key, value in defaults.items() if key not in given}
     return make_conninfo(conninfo, **extra)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -38,7 +39,15 @@ RETRY_CAP_S = 10.0
 # A statement that runs longer than this is cancelled and retried, so a database that
 # stops answering cannot hang the writer.
 STATEMENT_TIMEOUT = "30s"
+# The client's own deadline for one write (connecting included): statement_timeout
+# is enforced by the server, so it cannot end a write whose messages never reach it,
+# or whose answer never comes back (a hung server, a partition). Then the write is
+# abandoned (psycopg cancels it, or closes the connection) and retried.
+WRITE_TIMEOUT_S = 60.0
 _IDLE_POLL_S = 0.5
+# What a queued event holds besides its page's strings (the objects, numbers, time,
+# location), measured with tracemalloc (tests/test_fuzz_ingest.py checks the bound).
+EVENT_OVERHEAD_BYTES = 1024
 
 # Errors caused by the rows themselves: retrying the same rows can never succeed.
 _DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
@@ -73,10 +82,15 @@ class Pipeline:
         batch_max_msec: int,
         session_timeout: timedelta,
         on_batch: BatchObserver | None = None,
+        queue_max_bytes: int | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.on_batch = on_batch
         self.queue: asyncio.Queue[QueuedEvent] = asyncio.Queue(maxsize=queue_size)
+        # The queue is bounded by bytes too: hostile events (long strings of 4-byte
+        # characters) retain several times what typical ones do.
+        self.queue_max_bytes = queue_max_bytes
+        self.queued_bytes = 0
         self.batch_max_size = batch_max_size
         self.batch_wait_s = batch_max_msec / 1000
         self.session_timeout = session_timeout
@@ -91,10 +105,14 @@ class Pipeline:
 
     # -- the request side: never blocks, never touches the database ---------------
     def offer(self, event: QueuedEvent) -> bool:
+        size = retained_bytes(event)
+        if self.queue_max_bytes is not None and self.queued_bytes + size > self.queue_max_bytes:
+            return False
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             return False
+        self.queued_bytes += size
         self.stats.accepted += 1
         return True
 
@@ -122,6 +140,7 @@ class Pipeline:
     async def _run(self) -> None:
         while True:
             batch = await self._next_batch()
+            self.queued_bytes -= sum(map(retained_bytes, batch))
             if batch or self._bots:
                 await self._write(batch)
             elif self._stopping:
@@ -161,7 +180,7 @@ class Pipeline:
         while True:
             try:
                 await self._write_isolating(events, bots)
-            except psycopg.Error as error:
+            except (psycopg.Error, TimeoutError) as error:
                 self.stats.database_errors += 1
                 await self._forget_connection()
                 if self.database_ok:
@@ -183,12 +202,13 @@ class Pipeline:
 
     async def _write_isolating(self, events: Sequence[QueuedEvent], bots: Counter[BotHit]) -> None:
         """Write; on a data error, split to write the good rows and drop only the bad."""
-        connection = await self._get_connection()
-        started = time.monotonic()
         try:
-            opened = await store.write_batch(
-                connection, self._sites, events, bots, self.session_timeout
-            )
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                connection = await self._get_connection()
+                started = time.monotonic()
+                opened = await store.write_batch(
+                    connection, self._sites, events, bots, self.session_timeout
+                )
         except _DATA_ERRORS as error:
             if len(events) <= 1:
                 self.stats.dropped["bad_row"] += len(events)
@@ -214,7 +234,12 @@ class Pipeline:
     async def _get_connection(self) -> AsyncConnection[tuple[object, ...]]:
         if self._connection is None or self._connection.closed:
             connection = await AsyncConnection.connect(self.conninfo, autocommit=True)
-            await store.prepare_connection(connection, STATEMENT_TIMEOUT)
+            try:
+                await store.prepare_connection(connection, STATEMENT_TIMEOUT)
+            except BaseException:  # a timeout too: never leave it open behind us
+                with contextlib.suppress(psycopg.Error):
+                    await connection.close()
+                raise
             self._connection = connection
         return self._connection
 
@@ -223,6 +248,25 @@ class Pipeline:
             with contextlib.suppress(psycopg.Error):
                 await self._connection.close()
             self._connection = None
+
+
+def retained_bytes(event: QueuedEvent) -> int:
+    """An upper bound of the memory a queued event holds (its strings are its own)."""
+    page = event.page
+    strings = (
+        page.name,
+        page.site,
+        page.path,
+        page.hash_path,
+        page.referrer_host,
+        page.utm_source,
+        page.utm_medium,
+        page.utm_campaign,
+        page.utm_content,
+        page.utm_term,
+        page.timezone,
+    )
+    return EVENT_OVERHEAD_BYTES + sum(map(sys.getsizeof, strings))
 
 
 def _first_line(error: BaseException) -> str:
