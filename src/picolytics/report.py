@@ -1,0 +1,369 @@
+"""`picolytics report`: the numbers of a period, read from the reporting views.
+
+Every query reads the views of migration 0002 (`visits`, `pageviews`, `bot_traffic`)
+with the same expressions as the sample Grafana dashboard's panels, so the report and
+the dashboard agree on the same data and range. The views have no custom events, so
+that one query reads `events` (through `sites`, as the views do). Filters are on the
+row views' `time` (visit start, pageview receipt) and the site's domain, which the
+planner turns into a range scan of `sessions_site_started` for visits, and for events
+into partition pruning (only the period's daily partitions are read) plus a scan by
+site. The time grows with the traffic in the period, not with the table.
+
+A period is whole UTC days, `first` to `last` inclusive: [first 00:00, last+1 00:00).
+All queries run in one read-only REPEATABLE READ transaction: one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel
+
+from picolytics.errors import NoReportDataError, ReportError, ReportOptionError
+
+DEFAULT_DAYS = 7
+MAX_DAYS = 3660
+DEFAULT_LIMIT = 10
+# Events the tracker sends by itself; any other name is a custom event.
+BUILTIN_EVENT_NAMES = ("load", "nav", "hashchange", "visible", "hidden", "ping")
+
+# Present once migration 0002 has run; `sites` alone means it has not.
+SCHEMA_STATE = "SELECT to_regclass('sites') IS NOT NULL, to_regclass('visits') IS NOT NULL"
+SELECT_SITES = "SELECT domain FROM sites ORDER BY site_id"
+
+# The same WHERE clause everywhere: the row views' time within the period, the sites.
+_PERIOD = "time >= %(start)s AND time < %(end)s AND site = ANY(%(sites)s)"
+
+# Visitors are distinct per site, like the dashboard's count(DISTINCT (site_id,
+# visitor_id)), but counted as count(DISTINCT visitor_id) per site and summed: the
+# same number, 3 to 4 times faster on large tables than comparing row values.
+SUMMARY = f"""
+SELECT coalesce(sum(visitors), 0)::bigint AS visitors,
+       coalesce(sum(visits), 0)::bigint AS visits,
+       coalesce(sum(bounces), 0)::bigint AS bounces,
+       round(100.0 * sum(bounces) / nullif(sum(visits), 0), 1) AS bounce_rate,
+       round(sum(duration_s)::numeric / nullif(sum(visits), 0), 1) AS visit_duration_s,
+       round(sum(pageviews)::numeric / nullif(sum(visits), 0), 2) AS pages_per_visit
+FROM (SELECT site_id, count(DISTINCT visitor_id) AS visitors, count(*) AS visits,
+             count(*) FILTER (WHERE bounce) AS bounces, sum(duration_s) AS duration_s,
+             sum(pageviews) AS pageviews
+      FROM visits
+      WHERE {_PERIOD}
+      GROUP BY site_id) per_site
+"""
+PAGEVIEWS_PER_DAY = f"""
+SELECT (time AT TIME ZONE 'UTC')::date AS day, count(*) AS pageviews
+FROM pageviews
+WHERE {_PERIOD}
+GROUP BY 1
+"""
+VISITS_PER_DAY = f"""
+SELECT day, sum(visits)::bigint AS visits, sum(visitors)::bigint AS visitors
+FROM (SELECT site_id, (time AT TIME ZONE 'UTC')::date AS day, count(*) AS visits,
+             count(DISTINCT visitor_id) AS visitors
+      FROM visits
+      WHERE {_PERIOD}
+      GROUP BY 1, 2) per_site
+GROUP BY day
+"""
+TOP_PAGES = f"""
+SELECT path, sum(pageviews)::bigint AS pageviews, sum(visitors)::bigint AS visitors
+FROM (SELECT site_id, path, count(*) AS pageviews, count(DISTINCT visitor_id) AS visitors
+      FROM pageviews
+      WHERE {_PERIOD}
+      GROUP BY site_id, path) per_site
+GROUP BY path
+ORDER BY pageviews DESC, path
+LIMIT %(limit)s
+"""
+SOURCES = f"""
+SELECT source, sum(visits)::bigint AS visits, sum(visitors)::bigint AS visitors
+FROM (SELECT site_id, source, count(*) AS visits, count(DISTINCT visitor_id) AS visitors
+      FROM visits
+      WHERE {_PERIOD}
+      GROUP BY site_id, source) per_site
+GROUP BY source
+ORDER BY visits DESC, source
+LIMIT %(limit)s
+"""
+
+
+def _visits_by(column: str, where: str = "") -> str:
+    """Visits per value of one column of `visits`, most first (as the dashboard)."""
+    return f"""
+SELECT {column}, count(*) AS visits
+FROM visits
+WHERE {_PERIOD}{where}
+GROUP BY {column}
+ORDER BY visits DESC, {column}
+LIMIT %(limit)s
+"""
+
+
+COUNTRIES = _visits_by("country", " AND country <> ''")  # as the dashboard: known only
+BROWSERS = _visits_by("browser")
+OPERATING_SYSTEMS = _visits_by("os")
+DEVICES = _visits_by("device_type")
+CAMPAIGNS = f"""
+SELECT utm_source, utm_medium, utm_campaign, sum(visits)::bigint AS visits,
+       sum(visitors)::bigint AS visitors, sum(pageviews)::bigint AS pageviews
+FROM (SELECT site_id, utm_source, utm_medium, utm_campaign, count(*) AS visits,
+             count(DISTINCT visitor_id) AS visitors, sum(pageviews) AS pageviews
+      FROM visits
+      WHERE {_PERIOD} AND utm_campaign <> ''
+      GROUP BY 1, 2, 3, 4) per_site
+GROUP BY utm_source, utm_medium, utm_campaign
+ORDER BY visits DESC, utm_campaign, utm_source, utm_medium
+LIMIT %(limit)s
+"""
+# No view has custom events: events by name, as the views read them (through sites).
+CUSTOM_EVENTS = """
+SELECT name, sum(events)::bigint AS events, sum(visitors)::bigint AS visitors
+FROM (SELECT e.site_id, e.name, count(*) AS events, count(DISTINCT e.visitor_id) AS visitors
+      FROM events e
+      JOIN sites s USING (site_id)
+      WHERE e.received_at >= %(start)s AND e.received_at < %(end)s
+        AND s.domain = ANY(%(sites)s)
+        AND e.name <> ALL(%(builtin)s)
+      GROUP BY e.site_id, e.name) per_site
+GROUP BY name
+ORDER BY events DESC, name
+LIMIT %(limit)s
+"""
+BOTS = """
+SELECT reason, sum(hits)::bigint AS hits
+FROM bot_traffic
+WHERE day >= %(first)s AND day <= %(last)s AND site = ANY(%(sites)s)
+GROUP BY reason
+ORDER BY hits DESC, reason
+"""
+
+# (name, query): the tables of a report, in order; their columns come from the query.
+TABLE_QUERIES: tuple[tuple[str, str], ...] = (
+    ("pages", TOP_PAGES),
+    ("sources", SOURCES),
+    ("countries", COUNTRIES),
+    ("browsers", BROWSERS),
+    ("operating_systems", OPERATING_SYSTEMS),
+    ("devices", DEVICES),
+    ("campaigns", CAMPAIGNS),
+    ("custom_events", CUSTOM_EVENTS),
+    ("bots", BOTS),
+)
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole UTC days, first to last inclusive."""
+
+    first: date
+    last: date
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first, time(), UTC)
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive: 00:00 UTC of the day after `last`."""
+        return datetime.combine(self.last + timedelta(days=1), time(), UTC)
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+
+@dataclass(frozen=True)
+class Summary:
+    visitors: int
+    visits: int
+    pageviews: int
+    bounces: int
+    bounce_rate: Decimal | None  # percent of visits; None without visits
+    visit_duration_s: Decimal | None  # average seconds per visit
+    pages_per_visit: Decimal | None
+    bot_hits: int
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    pageviews: int
+    visits: int
+    visitors: int
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    sites: tuple[str, ...]  # the sites reported on, together
+    all_sites: bool  # no --site given: every site of the database
+    period: Period
+    generated_at: datetime
+    summary: Summary
+    daily: tuple[Day, ...]  # every day of the period, zeros included
+    tables: tuple[Table, ...]  # in the order of TABLE_QUERIES
+    limit: int | None  # rows per table (None: all)
+
+    def table(self, name: str) -> Table:
+        (found,) = [table for table in self.tables if table.name == name]
+        return found
+
+
+def _parse_date(flag: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ReportOptionError(
+            f"{flag}: {text!r} is not a valid date (expected YYYY-MM-DD, e.g. 2025-03-31)"
+        ) from None
+
+
+def resolve_period(days: int | None, first: str | None, last: str | None, today: date) -> Period:
+    """The period of `--days N` (ending today) or `--from D [--to D]` (--to: today)."""
+    if days is not None and (first is not None or last is not None):
+        raise ReportOptionError("--days cannot be combined with --from/--to; use one or the other")
+    if first is None:
+        if last is not None:
+            raise ReportOptionError("--to needs --from (or use --days N for the last N days)")
+        count = DEFAULT_DAYS if days is None else days
+        if not 1 <= count <= MAX_DAYS:
+            raise ReportOptionError(f"--days: {count} is not between 1 and {MAX_DAYS}")
+        return Period(today - timedelta(days=count - 1), today)
+    start = _parse_date("--from", first)
+    end = today if last is None else _parse_date("--to", last)
+    if start > end:
+        raise ReportOptionError(f"--from {start} is after --to {end}")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise ReportOptionError(f"--from/--to: more than {MAX_DAYS} days")
+    return Period(start, end)
+
+
+def normalise_site(name: str) -> str:
+    """Compare like the tracked domains: lowercase, IDNA, without "www."."""
+    domain = name.strip().lower().rstrip(".").removeprefix("www.")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def _choose_sites(known: list[str], wanted: Sequence[str]) -> tuple[str, ...]:
+    if not known:
+        raise NoReportDataError(
+            "nothing to report: the database has no sites yet (no event has been recorded)"
+        )
+    if not wanted:
+        return tuple(known)
+    chosen = tuple(dict.fromkeys(normalise_site(site) for site in wanted))
+    unknown = [site for site in chosen if site not in known]
+    if unknown:
+        listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+        raise ReportOptionError(
+            f"--site: no site {', '.join(map(repr, unknown))} in the database (sites: {listed})"
+        )
+    return chosen
+
+
+def _check_schema(connection: Connection) -> None:
+    row = connection.execute(SCHEMA_STATE).fetchone()
+    has_sites, has_views = row if row else (False, False)
+    if not has_sites:
+        raise NoReportDataError(
+            "nothing to report: the database has no picolytics tables yet "
+            "(run `picolytics migrate`, or `picolytics serve` to start collecting)"
+        )
+    if not has_views:
+        raise ReportError("the database lacks the reporting views: run `picolytics migrate` first")
+
+
+def _daily(connection: Connection, period: Period, params: dict[str, Any]) -> tuple[Day, ...]:
+    pageviews: dict[date, int] = dict(connection.execute(PAGEVIEWS_PER_DAY, params).fetchall())
+    visits = {day: (n, v) for day, n, v in connection.execute(VISITS_PER_DAY, params)}
+    return tuple(Day(day, pageviews.get(day, 0), *visits.get(day, (0, 0))) for day in period.days)
+
+
+def build_report(
+    connection: Connection,
+    period: Period,
+    sites: Sequence[str] = (),
+    *,
+    limit: int | None = DEFAULT_LIMIT,
+    now: datetime | None = None,
+) -> Report:
+    """Run every query in one read-only snapshot and assemble the report."""
+    connection.isolation_level = IsolationLevel.REPEATABLE_READ
+    connection.read_only = True
+    with connection.transaction():
+        _check_schema(connection)
+        known = [domain for (domain,) in connection.execute(SELECT_SITES)]
+        chosen = _choose_sites(known, sites)
+        params: dict[str, Any] = {
+            "start": period.start,
+            "end": period.end,
+            "first": period.first,
+            "last": period.last,
+            "sites": list(chosen),
+            "limit": limit,
+            "builtin": list(BUILTIN_EVENT_NAMES),
+        }
+        summary_row = connection.execute(SUMMARY, params).fetchone()
+        assert summary_row is not None  # an aggregate without GROUP BY: one row
+        daily = _daily(connection, period, params)
+        tables = []
+        for name, query in TABLE_QUERIES:
+            cursor = connection.execute(query, params)
+            columns = tuple(column.name for column in cursor.description or ())
+            tables.append(Table(name, columns, tuple(cursor.fetchall())))
+    visitors, visits, bounces, bounce_rate, duration, pages_per_visit = summary_row
+    bots = next(table for table in tables if table.name == "bots")
+    summary = Summary(
+        visitors=visitors,
+        visits=visits,
+        pageviews=sum(day.pageviews for day in daily),
+        bounces=bounces,
+        bounce_rate=bounce_rate,
+        visit_duration_s=duration,
+        pages_per_visit=pages_per_visit,
+        bot_hits=sum(hits for _, hits in bots.rows),
+    )
+    return Report(
+        sites=chosen,
+        all_sites=not sites,
+        period=period,
+        generated_at=now or datetime.now(UTC),
+        summary=summary,
+        daily=daily,
+        tables=tuple(tables),
+        limit=limit,
+    )
+
+
+def report_from(
+    conninfo: str,
+    period: Period,
+    sites: Sequence[str] = (),
+    *,
+    limit: int | None = DEFAULT_LIMIT,
+) -> Report:
+    """Connect, build the report, disconnect; database failures become ReportError."""
+    try:
+        with psycopg.connect(conninfo) as connection:
+            return build_report(connection, period, sites, limit=limit)
+    except psycopg.Error as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ReportError(f"cannot read the report from the database: {first_line}") from None
