@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint cover dbip clean
+.PHONY: run test lint cover tracker dbip dist release clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,32 @@ cover: $(STAMP)
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='src/*'
 
+# Rebuilds assets/pico.js from tracker/pico.src.js (must stay under 1000 bytes).
+tracker: $(STAMP)
+	$(BIN)/python scripts/build_tracker.py
+
 # Downloads this month's free DB-IP city lite database (needs internet access).
 dbip:
 	curl -fL "https://download.db-ip.com/free/dbip-city-lite-$$(date -u +%Y-%m).mmdb.gz" | gunzip -c > geoip.mmdb.tmp
 	mv geoip.mmdb.tmp geoip.mmdb
+
+# One self-contained executable, dist/picolytics (Linux x86-64), from a clean build.
+dist: $(STAMP)
+	$(BIN)/pyinstaller --clean --noconfirm --log-level WARN build.spec
+
+# dist/picolytics-VERSION-linux-x86_64.tar.gz: the binary, README, LICENSE, a sample
+# config.yaml and the systemd unit, with SHA256SUMS inside and a .sha256 beside it.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/picolytics/__init__.py)
+RELEASE = picolytics-$(VERSION)-linux-x86_64
+release: dist
+	rm -rf dist/$(RELEASE) dist/$(RELEASE).tar.gz dist/$(RELEASE).tar.gz.sha256
+	mkdir -p dist/$(RELEASE)
+	cp dist/picolytics README.md LICENSE deploy/picolytics.service dist/$(RELEASE)/
+	cd dist/$(RELEASE) && ./picolytics --write-default-config config.yaml >/dev/null
+	cd dist/$(RELEASE) && sha256sum picolytics README.md LICENSE config.yaml picolytics.service > SHA256SUMS
+	tar -C dist --owner=0 --group=0 --numeric-owner --sort=name -czf dist/$(RELEASE).tar.gz $(RELEASE)
+	cd dist && sha256sum $(RELEASE).tar.gz > $(RELEASE).tar.gz.sha256
+	@echo "dist/$(RELEASE).tar.gz"
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache

@@ -262,7 +262,7 @@ def test_full_queue_is_503_and_the_handler_never_waits_on_the_database() -> None
         agents=AgentParser(),
         client_ip=ClientIp("direct", []),
     )
-    app = Starlette(routes=[Route("/p", ingest.collect, methods=["POST"])])
+    app = Starlette(routes=[Route("/p", ingest, methods=["POST"])])
     client = TestClient(app, client=(CLIENT_IP, 1))
     statuses = [post(client, body()).status_code for _ in range(5)]
     assert statuses == [202, 202, 202, 503, 503]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 from support import RunningServer, query, server_process
 
 AGENT = (
@@ -18,8 +19,16 @@ AGENT = (
 )
 
 
-def test_sigterm_under_load_loses_nothing_accepted(migrated_database: str, tmp_path: Path) -> None:
-    settings = {"REQUEST_RATE_LIMIT": "0", "BATCH_MAX_MSEC": "200"}
+@pytest.mark.parametrize("server_kind", ["hypercorn", "uvicorn"])
+def test_sigterm_under_load_loses_nothing_accepted(
+    migrated_database: str, tmp_path: Path, server_kind: str
+) -> None:
+    settings = {
+        "REQUEST_RATE_LIMIT": "0",
+        "BATCH_MAX_MSEC": "200",
+        "SERVER": server_kind,
+        "DEBUG": "true",
+    }
     with server_process(migrated_database, tmp_path, settings) as server:
         accepted, unknown, before_signal = load_then_sigterm(server)
     assert before_signal > 50  # the test really ran under load
@@ -27,7 +36,10 @@ def test_sigterm_under_load_loses_nothing_accepted(migrated_database: str, tmp_p
     ((rows,),) = query(migrated_database, "SELECT count(*) FROM events")
     assert accepted <= rows <= accepted + unknown
     assert query(migrated_database, "SELECT count(DISTINCT path) FROM events") == [(rows,)]
-    assert "not written" not in server.log()
+    log = server.log()
+    assert "not written" not in log
+    assert "127.0.0.1:" not in log.replace(server.base.removeprefix("http://"), "")  # no peers
+    assert AGENT not in log
 
 
 def load_then_sigterm(server: RunningServer) -> tuple[int, int, int]:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from psycopg import AsyncConnection
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picolytics import store
 from picolytics.admin import create_admin_app, readiness_reason
@@ -135,10 +137,26 @@ def build_services(config: Config, conninfo: str) -> Services:
             batch_max_msec=config.batch_max_msec,
             session_timeout=timeout,
             on_batch=metrics.observe_batch,
+            # Bounded by bytes as well as by count, with no setting of its own.
+            queue_max_bytes=config.queue_size * config.body_max_size,
         ),
         salts=SaltCache(timeout),
         geo=GeoLocator(geo_path),
     )
+
+
+class CollectEndpoint:
+    """Sends /p straight to the ingest handler, ahead of Starlette's router: the hot path."""
+
+    def __init__(self, app: ASGIApp, ingest: Ingest) -> None:
+        self.app = app
+        self.ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/p":
+            await self.ingest(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(
@@ -162,6 +180,7 @@ def create_app(
         Route("/robots.txt", robots, methods=["GET", "HEAD"]),
     ]
     services = build_services(config, conninfo) if conninfo is not None else None
+    middleware = []
     if services is not None:
         ingest = Ingest(
             config,
@@ -171,10 +190,7 @@ def create_app(
             agents=AgentParser(),
             client_ip=ClientIp(config.ip_extractor, config.trusted_networks()),
         )
-        routes += [
-            Route("/p", ingest.collect, methods=["POST"]),
-            Route("/p", ingest.preflight, methods=["OPTIONS"]),
-        ]
+        middleware.append(Middleware(CollectEndpoint, ingest=ingest))
     routes.append(Route("/{path:path}", static.serve, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager
@@ -185,7 +201,7 @@ def create_app(
         async with services.running():
             yield
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.services = services
     return app
 

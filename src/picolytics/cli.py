@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from picolytics import __version__, migrate, prune
+from picolytics import __version__, autotls, migrate, prune, report_render
 from picolytics.app import admin_app_for, create_app
 from picolytics.config import Config, load_config, write_default_config
 from picolytics.database import database_conninfo
 from picolytics.errors import PicolyticsError, PruneBusyError, ServerError
 from picolytics.logs import configure_logging
+from picolytics.report import DEFAULT_DAYS, DEFAULT_LIMIT, report_from, resolve_period
 from picolytics.server import Listener, run
 from picolytics.supervisor import serve_workers
 
@@ -100,7 +103,10 @@ def serve(ctx: click.Context) -> None:
                 raise ServerError("a worker did not stop cleanly; see the log above")
             return
         app = create_app(config, conninfo=conninfo)
-        listeners = [Listener(app, config.listen_addr, "public")]
+        if config.autotls_enabled:  # HTTPS and port 80 instead of LISTEN_ADDR
+            listeners = autotls.listeners(config, conninfo, app)
+        else:
+            listeners = [Listener(app, config.listen_addr, "public", server=config.server)]
         if config.admin_listen:
             listeners.append(Listener(admin_app_for(app, config), config.admin_listen, "admin"))
         run(*listeners)
@@ -152,6 +158,90 @@ def prune_command(ctx: click.Context, days: int | None, dry_run: bool) -> None:
         raise PruneBusyError("another process is pruning; nothing was done")
     for line in prune.summary(report):
         click.echo(line)
+
+
+def _stdout_takes_unicode() -> bool:
+    try:
+        "\u2588\u2026\u2013".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+@cli.command("report")
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    metavar="DOMAIN",
+    help="Report on this site (repeatable); default: every site together.",
+)
+@click.option(
+    "--days",
+    type=int,
+    default=None,
+    help=f"The last N UTC days, today included (default {DEFAULT_DAYS}).",
+)
+@click.option("--from", "first", metavar="YYYY-MM-DD", help="First UTC day of the period.")
+@click.option(
+    "--to",
+    "last",
+    metavar="YYYY-MM-DD",
+    help="Last UTC day of the period, included (default today); needs --from.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(report_render.FORMATS),
+    default="text",
+    show_default=True,
+    help="text for a terminal, json, or csv (a zip with one file per table).",
+)
+@click.option(
+    "--output",
+    "-o",
+    metavar="PATH",
+    help="Write to PATH (csv default: picolytics-report-FROM-to-TO.zip; - = stdout).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0, 1_000_000),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="Rows per table; 0 for all.",
+)
+@click.pass_context
+def report_command(
+    ctx: click.Context,
+    *,
+    sites: tuple[str, ...],
+    days: int | None,
+    first: str | None,
+    last: str | None,
+    output_format: str,
+    output: str | None,
+    limit: int,
+) -> None:
+    """Print visitors, visits, pageviews, top pages, sources... of a period.
+
+    Exit codes: 0 report written, 1 database error, 2 bad option (date, site),
+    3 nothing to report (no site in the database yet).
+    """
+
+    period = resolve_period(days, first, last, datetime.now(UTC).date())
+    config = _config(ctx)
+    with database_conninfo(config) as conninfo:
+        result = report_from(conninfo, period, sites, limit=limit or None)
+    if output is None and output_format == "csv":
+        output = report_render.default_zip_name(result)
+    if output is None or output == "-":
+        # Bytes (UTF-8), so no terminal encoding fails; blocks become # where unsupported.
+        ascii_only = not _stdout_takes_unicode()
+        sys.stdout.buffer.write(report_render.render(result, output_format, ascii_only=ascii_only))
+        sys.stdout.buffer.flush()
+        return
+    report_render.write_file(Path(output), report_render.render(result, output_format))
+    click.echo(f"wrote the report to {output}", err=True)
 
 
 @cli.command("write-default-config")

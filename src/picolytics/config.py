@@ -6,8 +6,10 @@ with a message naming the setting instead of failing later in the middle of traf
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,11 @@ class Config:
     autotls_enabled: bool = False
     autotls_host: str = ""
     autotls_staging: bool = True
+    autotls_directory_url: str = ""
+    autotls_email: str = ""
+    autotls_https_addr: str = ":443"
+    autotls_http_addr: str = ":80"
+    autotls_ca_file: str = ""
     body_max_size: int = 2048
     valid_event_names: tuple[str, ...] = DEFAULT_EVENT_NAMES
     allowed_sites: tuple[str, ...] = ()
@@ -62,6 +69,7 @@ class Config:
     admin_listen: str = ""
     disable_host_metrics: bool = True
     debug: bool = False
+    server: str = "hypercorn"
     workers: int = 1
     queue_size: int = 640_000
     batch_max_size: int = 6400
@@ -307,17 +315,70 @@ def _validate_lists(config: Config) -> None:
             )
 
 
+_DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+
+
+def _validate_autotls(config: Config) -> None:
+    for field in ("autotls_https_addr", "autotls_http_addr"):
+        try:
+            split_listen_addr(getattr(config, field))
+        except ValueError as error:
+            raise _bad(_setting(field), getattr(config, field), str(error)) from None
+    if config.autotls_directory_url:
+        parts = urlsplit(config.autotls_directory_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise _bad(
+                _setting("autotls_directory_url"),
+                config.autotls_directory_url,
+                "expected an absolute https:// URL",
+            )
+    if config.autotls_email and not re.fullmatch(r"[^@\s]+@[^@\s]+", config.autotls_email):
+        raise _bad(_setting("autotls_email"), config.autotls_email, "not an e-mail address")
+    if config.autotls_ca_file and not Path(config.autotls_ca_file).is_file():
+        raise _bad(_setting("autotls_ca_file"), config.autotls_ca_file, "no such file")
+    if config.autotls_enabled:
+        _validate_autotls_enabled(config)
+
+
+def _validate_autotls_enabled(config: Config) -> None:
+    host = config.autotls_host
+    if not host:
+        raise _bad(_setting("autotls_host"), "", "required when autotlsEnabled is true")
+    is_ip = True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        is_ip = False
+    if is_ip or not _DNS_NAME.fullmatch(host):
+        raise _bad(_setting("autotls_host"), host, "expected a lowercase DNS name (no port, no IP)")
+    if importlib.util.find_spec("acme") is None:
+        raise _bad(
+            _setting("autotls_enabled"),
+            True,
+            "the ACME client is not installed: pip install 'picolytics[tls]'",
+        )
+    if config.workers > 1:
+        raise _bad(_setting("workers"), config.workers, "must be 1 with autotlsEnabled")
+    if config.server != "hypercorn":
+        raise _bad(_setting("server"), config.server, "autotlsEnabled needs hypercorn")
+
+
 def validate(config: Config) -> None:
     """Cross-field and format checks that a single value's type cannot express."""
     _validate_addresses(config)
     _validate_lists(config)
-    if config.autotls_enabled and not config.autotls_host:
-        raise _bad(_setting("autotls_host"), "", "required when autotlsEnabled is true")
+    _validate_autotls(config)
     if config.batch_max_size > config.queue_size:
         raise _bad(
             _setting("batch_max_size"),
             config.batch_max_size,
             f"cannot exceed queueSize ({config.queue_size})",
+        )
+    if config.server == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
+        raise _bad(
+            _setting("server"),
+            "uvicorn",
+            "uvicorn is not installed: pip install 'picolytics[uvicorn]'",
         )
     if not config.data_dir:
         raise _bad(_setting("data_dir"), "", "must name a folder")

@@ -41,3 +41,19 @@ class PruneBusyError(PicolyticsError):
 
 class ServerError(PicolyticsError):
     """The server did not run or stop as it should."""
+
+
+class ReportError(PicolyticsError):
+    """`picolytics report` could not read its numbers (database refused, schema too old)."""
+
+
+class ReportOptionError(PicolyticsError):
+    """A `picolytics report` option is invalid (bad date, unknown site); names the flag."""
+
+    exit_code = 2
+
+
+class NoReportDataError(PicolyticsError):
+    """Nothing to report: the database has no picolytics tables or no site yet."""
+
+    exit_code = 3

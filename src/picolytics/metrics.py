@@ -40,6 +40,7 @@ DROP_REASONS = (
     "invalid",
     "unsupported_type",
     "too_large",
+    "too_slow",
     "rate_limited",
     "unknown_site",
     "bot",

@@ -158,6 +158,41 @@ SETTINGS: tuple[Setting, ...] = (
         "bool",
         "Use the Let's Encrypt staging environment",
     ),
+    Setting(
+        "autotls_directory_url",
+        "AUTOTLS_DIRECTORY_URL",
+        "autotlsDirectoryUrl",
+        "str",
+        "ACME directory URL of another CA (empty: Let's Encrypt, per autotlsStaging)",
+    ),
+    Setting(
+        "autotls_email",
+        "AUTOTLS_EMAIL",
+        "autotlsEmail",
+        "str",
+        "Contact e-mail of the ACME account (optional)",
+    ),
+    Setting(
+        "autotls_https_addr",
+        "AUTOTLS_HTTPS_ADDR",
+        "autotlsHttpsAddr",
+        "str",
+        "Address of the HTTPS server with autotlsEnabled (replaces listenAddr)",
+    ),
+    Setting(
+        "autotls_http_addr",
+        "AUTOTLS_HTTP_ADDR",
+        "autotlsHttpAddr",
+        "str",
+        "Address answering ACME HTTP-01 challenges and redirecting to HTTPS",
+    ),
+    Setting(
+        "autotls_ca_file",
+        "AUTOTLS_CA_FILE",
+        "autotlsCaFile",
+        "str",
+        "CA bundle (PEM) to verify the ACME server with; empty: the system's",
+    ),
     # Event handler
     Setting(
         "body_max_size",
@@ -252,6 +287,14 @@ SETTINGS: tuple[Setting, ...] = (
         "debug", "DEBUG", "debug", "bool", "Debug logging and debug endpoints on the admin server"
     ),
     # Performance tuning
+    Setting(
+        "server",
+        "SERVER",
+        "server",
+        "choice",
+        "HTTP server of the public port: hypercorn, or uvicorn (faster; pip extra [uvicorn])",
+        choices=("hypercorn", "uvicorn"),
+    ),
     Setting(
         "workers",
         "WORKERS",

@@ -55,7 +55,7 @@ def _worker_main(config: Config, conninfo: str, listen_addr: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     app = create_app(config, conninfo=conninfo)
-    run(Listener(app, listen_addr, f"worker {os.getpid()}", reuse_port=True))
+    run(Listener(app, listen_addr, f"worker {os.getpid()}", reuse_port=True, server=config.server))
 
 
 class Supervisor:
