@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint cover tracker dbip dist release clean
+.PHONY: run test lint cover tracker bench dbip dist release clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 cover: $(STAMP)
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --include='src/*'
+
+# The load benchmark (README, Performance); ARGS="--find-max --server uvicorn" etc.
+bench: $(STAMP)
+	$(BIN)/python scripts/bench $(ARGS)
 
 # Rebuilds assets/pico.js from tracker/pico.src.js (must stay under 1000 bytes).
 tracker: $(STAMP)

@@ -108,7 +108,7 @@ def test_memory_stays_bounded_while_the_queue_is_full(
         conninfo = with_connection_options(proxy.conninfo(migrated_database, connect_timeout=2))
         app = create_app(config, conninfo=conninfo)
         pipeline = app.state.services.pipeline
-        assert pipeline.queue_max_bytes == queue_size * BODY_MAX
+        assert pipeline.queue.max_bytes == queue_size * BODY_MAX
         headers = {"Content-Type": "text/plain", "User-Agent": AGENT}
         with TestClient(app, client=("81.2.69.160", 1)) as client:
             proxy.set_mode("refuse")  # nothing leaves the queue
@@ -120,7 +120,7 @@ def test_memory_stays_bounded_while_the_queue_is_full(
             assert status == 503
             # Full by bytes long before it is full by count.
             assert pipeline.queue.qsize() < queue_size // 2
-            assert pipeline.queued_bytes <= queue_size * BODY_MAX
+            assert pipeline.queue.queued_bytes <= queue_size * BODY_MAX
             gc.collect()
             tracemalloc.start()
             try:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from psycopg import AsyncConnection
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from picolytics import store
 from picolytics.admin import create_admin_app, readiness_reason
@@ -145,23 +144,25 @@ def build_services(config: Config, conninfo: str) -> Services:
     )
 
 
-class CollectEndpoint:
-    """Sends /p straight to the ingest handler, ahead of Starlette's router: the hot path."""
+class PublicApp:
+    """/p goes straight to the ingest handler, ahead of Starlette's middleware and router
+    (it is the one hot path); everything else, and the lifespan, goes to Starlette."""
 
-    def __init__(self, app: ASGIApp, ingest: Ingest) -> None:
-        self.app = app
+    def __init__(self, router: Starlette, ingest: Ingest | None) -> None:
+        self.router = router
         self.ingest = ingest
+        self.state = router.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/p":
+        if self.ingest is not None and scope["type"] == "http" and scope["path"] == "/p":
             await self.ingest(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self.router(scope, receive, send)
 
 
 def create_app(
     config: Config, *, conninfo: str | None = None, static_folder: Path | None = None
-) -> Starlette:
+) -> PublicApp:
     """The app; with a conninfo it also collects events (POST /p) into that database."""
     static = StaticFiles(
         static_folder or choose_static_dir(config.static_dir), config.static_cache_max_age
@@ -180,7 +181,7 @@ def create_app(
         Route("/robots.txt", robots, methods=["GET", "HEAD"]),
     ]
     services = build_services(config, conninfo) if conninfo is not None else None
-    middleware = []
+    ingest = None
     if services is not None:
         ingest = Ingest(
             config,
@@ -190,7 +191,6 @@ def create_app(
             agents=AgentParser(),
             client_ip=ClientIp(config.ip_extractor, config.trusted_networks()),
         )
-        middleware.append(Middleware(CollectEndpoint, ingest=ingest))
     routes.append(Route("/{path:path}", static.serve, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager
@@ -201,12 +201,12 @@ def create_app(
         async with services.running():
             yield
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.services = services
-    return app
+    router = Starlette(routes=routes, lifespan=lifespan)
+    router.state.services = services
+    return PublicApp(router, ingest)
 
 
-def admin_app_for(app: Starlette, config: Config) -> Starlette:
+def admin_app_for(app: PublicApp, config: Config) -> Starlette:
     """The admin app (health, readiness, metrics) of a public app built by create_app."""
     services: Services = app.state.services
     return create_admin_app(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from picolytics.agents import AgentParser
 from picolytics.clientip import ClientIp
@@ -94,22 +94,33 @@ class RequestHead:
 
 
 async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The body, refused as soon as it exceeds `limit` (chunked bodies too)."""
+    """The body, refused as soon as it exceeds `limit` (chunked bodies too), and if it
+    comes in pieces, within BODY_READ_TIMEOUT_S."""
     if declared is not None and declared > limit:
         raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnectedError
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    message = await receive()  # a tracker's body nearly always comes in one piece
+    first = _body_of(message, limit)
+    if not message.get("more_body", False):
+        return first
+    chunks = [first]
+    size = len(first)
+    async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+        while True:
+            message = await receive()
+            chunk = _body_of(message, limit - size)
+            size += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _body_of(message: Message, limit: int) -> bytes:
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnectedError
+    chunk: bytes = message.get("body", b"")
+    if len(chunk) > limit:
+        raise BodyTooLargeError
+    return chunk
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -174,8 +185,7 @@ class Ingest:
                 "unsupported_type", 415, "use Content-Type text/plain or application/json"
             )
         try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-                body = await read_body(receive, head.content_length, self.body_limit)
+            body = await read_body(receive, head.content_length, self.body_limit)
         except TimeoutError:
             raise Rejected("too_slow", 408, "request body too slow") from None
         except BodyTooLargeError:

@@ -20,7 +20,7 @@ import logging
 import random
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,6 +72,63 @@ class PipelineStats:
         return self.dropped["bad_row"] + self.dropped["shutdown"]
 
 
+class EventQueue:
+    """A FIFO bounded by count and by bytes that wakes the writer once per batch.
+
+    An asyncio.Queue would wake the waiting writer for every single event; here the
+    writer sleeps until a batch is full or its wait is over.
+    """
+
+    def __init__(self, maxsize: int, max_bytes: int | None, batch_size: int) -> None:
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.batch_size = batch_size
+        self.queued_bytes = 0
+        self._items: deque[tuple[QueuedEvent, int]] = deque()
+        self._arrived = asyncio.Event()  # the queue is not empty
+        self._batch_full = asyncio.Event()  # a whole batch is waiting
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put(self, event: QueuedEvent) -> bool:
+        size = retained_bytes(event)
+        if len(self._items) >= self.maxsize or (
+            self.max_bytes is not None and self.queued_bytes + size > self.max_bytes
+        ):
+            return False
+        self._items.append((event, size))
+        self.queued_bytes += size
+        if len(self._items) == 1:
+            self._arrived.set()
+        if len(self._items) >= self.batch_size:
+            self._batch_full.set()
+        return True
+
+    async def get_batch(self, batch_wait_s: float, idle_s: float, hurry: bool) -> list[QueuedEvent]:
+        """Up to batch_size events: waits idle_s for a first one, then up to batch_wait_s
+        for a full batch (not at all when hurrying, e.g. while shutting down)."""
+        if not self._items:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), idle_s)
+            if not self._items:
+                return []
+        if len(self._items) < self.batch_size and not hurry:
+            self._batch_full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._batch_full.wait(), batch_wait_s)
+        batch: list[QueuedEvent] = []
+        for _ in range(min(self.batch_size, len(self._items))):
+            event, size = self._items.popleft()
+            self.queued_bytes -= size
+            batch.append(event)
+        if not self._items:
+            self._arrived.clear()
+        if len(self._items) < self.batch_size:
+            self._batch_full.clear()
+        return batch
+
+
 class Pipeline:
     def __init__(
         self,
@@ -86,11 +143,9 @@ class Pipeline:
     ) -> None:
         self.conninfo = conninfo
         self.on_batch = on_batch
-        self.queue: asyncio.Queue[QueuedEvent] = asyncio.Queue(maxsize=queue_size)
         # The queue is bounded by bytes too: hostile events (long strings of 4-byte
         # characters) retain several times what typical ones do.
-        self.queue_max_bytes = queue_max_bytes
-        self.queued_bytes = 0
+        self.queue = EventQueue(queue_size, queue_max_bytes, batch_max_size)
         self.batch_max_size = batch_max_size
         self.batch_wait_s = batch_max_msec / 1000
         self.session_timeout = session_timeout
@@ -105,14 +160,8 @@ class Pipeline:
 
     # -- the request side: never blocks, never touches the database ---------------
     def offer(self, event: QueuedEvent) -> bool:
-        size = retained_bytes(event)
-        if self.queue_max_bytes is not None and self.queued_bytes + size > self.queue_max_bytes:
+        if not self.queue.put(event):
             return False
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            return False
-        self.queued_bytes += size
         self.stats.accepted += 1
         return True
 
@@ -139,8 +188,7 @@ class Pipeline:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._next_batch()
-            self.queued_bytes -= sum(map(retained_bytes, batch))
+            batch = await self.queue.get_batch(self.batch_wait_s, _IDLE_POLL_S, self._stopping)
             if batch or self._bots:
                 await self._write(batch)
             elif self._stopping:
@@ -150,28 +198,6 @@ class Pipeline:
 
     def _out_of_time(self) -> bool:
         return self._give_up_at is not None and time.monotonic() >= self._give_up_at
-
-    async def _next_batch(self) -> list[QueuedEvent]:
-        batch: list[QueuedEvent] = []
-        try:
-            batch.append(await asyncio.wait_for(self.queue.get(), _IDLE_POLL_S))
-        except TimeoutError:
-            return batch
-        deadline = time.monotonic() + self.batch_wait_s
-        while len(batch) < self.batch_max_size:
-            try:
-                batch.append(self.queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
 
     async def _write(self, events: list[QueuedEvent]) -> None:
         """Write one batch, retrying transient failures until it lands or time is up."""
