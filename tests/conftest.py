@@ -28,13 +28,10 @@ def reachable_tempdir(prefix: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def admin_conninfo() -> Iterator[str]:
-    external = os.environ.get("PICOLYTICS_TEST_DSN")
-    if external:
-        yield external
-        return
-    folder = reachable_tempdir("picolytics-tests-")
+@contextlib.contextmanager
+def embedded_cluster(prefix: str) -> Iterator[str]:
+    """A PostgreSQL server of its own in a fresh folder; yields a superuser conninfo."""
+    folder = reachable_tempdir(prefix)
     server = EmbeddedPostgres(folder)
     conninfo = server.start()
     try:
@@ -42,6 +39,16 @@ def admin_conninfo() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def admin_conninfo() -> Iterator[str]:
+    external = os.environ.get("PICOLYTICS_TEST_DSN")
+    if external:
+        yield external
+        return
+    with embedded_cluster("picolytics-tests-") as conninfo:
+        yield conninfo
 
 
 @contextlib.contextmanager

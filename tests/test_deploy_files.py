@@ -22,12 +22,12 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from conftest import reachable_tempdir
+from conftest import embedded_cluster
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from support import event, query, run, write
+from test_dashboard import READABLE_TABLES, VIEWS
 
 from picolytics import embedded, migrate
-from picolytics.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -37,27 +37,7 @@ INITDB = DOCKER / "postgres-initdb.d" / "10-picolytics-roles.sh"
 CHART = ROOT / "k8s" / "helm"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "picolytics.json"
 
-READER_RELATIONS = sorted(
-    [
-        "sites",
-        "sessions",
-        "events",
-        "bot_counts",
-        "pageviews",
-        "visits",
-        "daily_visitors",
-        "top_pages",
-        "sources",
-        "entry_pages",
-        "exit_pages",
-        "countries",
-        "browsers",
-        "operating_systems",
-        "devices",
-        "campaigns",
-        "bot_traffic",
-    ]
-)
+READER_RELATIONS = sorted([*READABLE_TABLES, *VIEWS])
 PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
 
 
@@ -185,14 +165,8 @@ def psql_program() -> str:
 def cluster() -> Iterator[str]:
     """A PostgreSQL server of its own: roles are server-wide, and these tests need a
     server where picolytics_reader does not exist yet. Yields a superuser conninfo."""
-    folder = reachable_tempdir("picolytics-deploy-")
-    server = EmbeddedPostgres(folder)
-    conninfo = server.start()
-    try:
-        yield make_conninfo(conninfo, dbname="postgres")
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    with embedded_cluster("picolytics-deploy-") as conninfo:
+        yield conninfo
 
 
 def roles(conninfo: str) -> dict[str, tuple[Any, ...]]:
