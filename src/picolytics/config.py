@@ -262,7 +262,8 @@ def load_config(explicit_file: str | None, environ: Mapping[str, str]) -> Config
         if setting.field == "valid_event_names" and not parsed:
             continue  # as in the original: an empty list means the defaults
         if setting.field == "allowed_sites":
-            parsed = tuple(_site_domain(str(domain)) for domain in parsed)  # type: ignore[attr-defined]
+            assert isinstance(parsed, tuple)  # a list setting
+            parsed = tuple(_site_domain(domain) for domain in parsed)
         values[setting.field] = parsed
     config = Config(**values)
     validate(config)
