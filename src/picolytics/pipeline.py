@@ -146,7 +146,6 @@ class Pipeline:
         # The queue is bounded by bytes too: hostile events (long strings of 4-byte
         # characters) retain several times what typical ones do.
         self.queue = EventQueue(queue_size, queue_max_bytes, batch_max_size)
-        self.batch_max_size = batch_max_size
         self.batch_wait_s = batch_max_msec / 1000
         self.session_timeout = session_timeout
         self.stats = PipelineStats()
