@@ -97,6 +97,15 @@ def test_empty_event_names_mean_the_defaults() -> None:
     )
 
 
+def test_custom_event_names_are_off_unless_a_pattern_is_set() -> None:
+    default = load_config(None, {}).event_names()
+    assert default.custom is None
+    assert {"load", "nav", "engagement", "outbound", "download"} <= default.valid
+    names = load_config(None, {"CUSTOM_EVENT_NAMES": "[a-z]+(_[a-z]+)*"}).event_names()
+    assert names.check("sign_up") == "sign_up"
+    assert names.check("load") == "load"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -121,6 +130,7 @@ def test_empty_event_names_mean_the_defaults() -> None:
         ({"LISTEN_ADDR": "::1:8080"}, r"LISTEN_ADDR .*brackets"),
         ({"ADMIN_LISTEN": "localhost:99999"}, r"ADMIN_LISTEN .*between 0 and 65535"),
         ({"VALID_EVENT_NAMES": "load,bad name"}, r"VALID_EVENT_NAMES .*'bad name'"),
+        ({"CUSTOM_EVENT_NAMES": "sign(up"}, r"CUSTOM_EVENT_NAMES .*'sign\(up': not a regular"),
         ({"AUTOTLS_ENABLED": "true"}, r"AUTOTLS_HOST .*required"),
         ({"PGCONNSTRING": "mysql://x@y/z"}, r"PGCONNSTRING \(pgConnString\) = <hidden>"),
         ({"SESSION_TIMEOUT_MIN": "0"}, r"SESSION_TIMEOUT_MIN .*at least 1"),

@@ -30,7 +30,9 @@ from picolytics.config import Config
 # 202 accepted, 400 invalid, 413 too large, 415 content type, 503 queue full; 403 only
 # with ALLOWED_SITES and 429 only with a rate limit, both off here.
 DOCUMENTED = {202, 400, 413, 415, 503}
-NAMES = ("load", "visible", "hidden", "hashchange", "ping")
+# Ours, Plausible's (/api/event) and custom ones (CUSTOM_EVENT_NAMES below).
+NAMES = ("load", "visible", "hidden", "hashchange", "ping", "pageview", "engagement", "Signup")
+PATHS = ("/p", "/p", "/api/event")
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
@@ -91,15 +93,29 @@ urls = st.one_of(
 )
 
 
+# Plausible properties (hostile ones come from json_values like any other field).
+props = st.dictionaries(
+    st.text(min_size=1, max_size=12),
+    st.booleans() | st.integers() | st.text(max_size=20) | st.none(),
+    min_size=1,
+    max_size=4,
+)
+
+
 @st.composite
-def events(draw: st.DrawFn) -> dict[str, Any]:
-    """Mostly plausible tracker payloads with hostile values in any field."""
+def events(draw: st.DrawFn, api: bool) -> dict[str, Any]:
+    """Mostly plausible tracker payloads with hostile values in any field: for /p, or
+    with `api` for Plausible's /api/event (the URL under `u`, and its extra fields)."""
     payload: dict[str, Any] = {
         "n": draw(st.sampled_from(NAMES) if draw(st.integers(0, 9)) else nasty_text),
-        "l": draw(urls),
+        "u" if api else "l": draw(urls),
     }
-    plausible = {"r": urls, "tz": nasty_text, "lt": numbers, "sw": numbers}
-    for key in ("r", "lt", "fb", "sw", "sh", "tz", "pr", "pd", "extra"):
+    plausible: dict[str, st.SearchStrategy[Any]] = {"r": urls, "tz": nasty_text, "p": props}
+    plausible |= dict.fromkeys(("lt", "fb", "sw", "sh", "pr", "pd"), numbers)
+    domains = st.sampled_from(["example.com", "Shop.Example.com,b.example", ""]) | nasty_text
+    plausible |= {"d": domains, "e": numbers, "sd": numbers, "h": st.booleans()}
+    keys = ("r", "lt", "fb", "sw", "sh", "tz", "pr", "pd", "p", "extra")
+    for key in (*keys, "d", "e", "sd", "h") if api else keys:
         if draw(st.booleans()):
             hostile = draw(st.integers(0, 3)) == 0 or key not in plausible
             payload[key] = draw(json_values if hostile else plausible[key])
@@ -111,9 +127,9 @@ def encode(payload: Any, ensure_ascii: bool) -> bytes:
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
+def mutated(draw: st.DrawFn, api: bool) -> bytes:
     """A valid body with bytes flipped, cut, duplicated or inserted."""
-    body = bytearray(encode(draw(events()), draw(st.booleans())))
+    body = bytearray(encode(draw(events(api)), draw(st.booleans())))
     for _ in range(draw(st.integers(1, 4))):
         if not body:
             break
@@ -130,12 +146,12 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(body)
 
 
-valid_bodies = events().flatmap(lambda p: st.booleans().map(lambda ascii_: encode(p, ascii_)))
-bodies = st.one_of(
-    valid_bodies,
-    valid_bodies,
-    valid_bodies,
-    mutated(),
+def bodies(api: bool) -> st.SearchStrategy[bytes]:
+    valid = events(api).flatmap(lambda p: st.booleans().map(lambda ascii_: encode(p, ascii_)))
+    return st.one_of(valid, valid, valid, mutated(api), invalid_bodies)
+
+
+invalid_bodies = st.one_of(
     st.binary(max_size=300),
     json_values.map(lambda value: encode(value, False)),
     st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
@@ -164,8 +180,9 @@ content_types = st.one_of(
 
 
 @st.composite
-def requests(draw: st.DrawFn) -> tuple[bytes, dict[bytes, bytes], bool]:
-    body = draw(bodies)
+def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[bytes, bytes], bool]:
+    path = draw(st.sampled_from(PATHS))
+    body = draw(bodies(path == "/api/event"))
     headers = {"Content-Type": draw(content_types)}
     headers["User-Agent"] = draw(
         st.sampled_from([CHROME, CHROME, "", "Googlebot/2.1", "curl/8"])
@@ -181,7 +198,7 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[bytes, bytes], bool]:
             st.sampled_from(["1.2.3.4", "::1, 10.0.0.1", "nonsense", "1.1.1.1," * 50])
         )
     # Header values as raw bytes: UTF-8 in them reaches the app as it would over HTTP.
-    return body, {k.encode(): v.encode() for k, v in headers.items()}, draw(st.booleans())
+    return path, body, {k.encode(): v.encode() for k, v in headers.items()}, draw(st.booleans())
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +206,9 @@ def fuzz_client(module_database: str) -> Iterator[tuple[TestClient, str]]:
     """The app, first without its lifespan: the writer (which draws random numbers in
     its own thread) must not run while hypothesis generates, or hypothesis objects.
     The salts the lifespan would load are set by hand; events wait in the queue."""
-    config = Config(batch_max_msec=20, request_rate_limit=0, geo_ip_file="")
+    config = Config(
+        batch_max_msec=20, request_rate_limit=0, geo_ip_file="", custom_event_names="[A-Z][a-z]+"
+    )
     app = create_app(config, conninfo=module_database)
     today = datetime.now(UTC).date()
     app.state.services.salts.load(
@@ -199,32 +218,36 @@ def fuzz_client(module_database: str) -> Iterator[tuple[TestClient, str]]:
 
 
 STATUSES: Counter[int] = Counter()
+ACCEPTED_PATHS: Counter[str] = Counter()
 
 
 @settings(
-    max_examples=600,
+    max_examples=800,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
 )
 @given(request=requests())
 def test_no_request_ends_in_a_500_or_an_exception(
-    fuzz_client: tuple[TestClient, str], request: tuple[bytes, dict[bytes, bytes], bool]
+    fuzz_client: tuple[TestClient, str], request: tuple[str, bytes, dict[bytes, bytes], bool]
 ) -> None:
     client, _ = fuzz_client
-    body, headers, chunked = request
+    path, body, headers, chunked = request
     content: bytes | Iterator[bytes] = body
     if chunked:  # no Content-Length of its own: Transfer-Encoding: chunked
         content = iter([body[i : i + 97] for i in range(0, len(body), 97)] or [b""])
-    response = client.post("/p", content=content, headers=headers)
+    response = client.post(path, content=content, headers=headers)
     STATUSES[response.status_code] += 1
+    ACCEPTED_PATHS[path] += response.status_code == 202
     assert response.status_code in DOCUMENTED, (response.status_code, response.text)
     assert len(response.text) < 100
 
 
 def test_nothing_unsanitised_reached_the_database(fuzz_client: tuple[TestClient, str]) -> None:
     client, conninfo = fuzz_client
-    assert STATUSES[202] > 20, STATUSES  # the fuzzer got events through, not only errors
+    # The fuzzer got events through both endpoints, not only errors.
+    assert STATUSES[202] > 20, STATUSES
+    assert ACCEPTED_PATHS["/api/event"] > 5, ACCEPTED_PATHS
     pipeline = client.app.state.services.pipeline  # type: ignore[attr-defined]
     assert pipeline.queue.qsize() == pipeline.stats.accepted
     with client:  # the lifespan: the writer starts, and drains the queue on the way out
@@ -252,3 +275,13 @@ def test_nothing_unsanitised_reached_the_database(fuzz_client: tuple[TestClient,
         assert bad == [], (table, column, bad)
         checked += query(conninfo, f'SELECT count("{column}") FROM "{table}"')[0][0]
     assert checked > 0
+    # Property keys and string values: inside jsonb, text is escaped, so read it out.
+    bad_props = query(
+        conninfo,
+        "SELECT key, value FROM events, jsonb_each_text(props) "
+        "WHERE key ~ %s OR value ~ %s OR key = '' "
+        "OR key <> btrim(key) OR value <> btrim(value) LIMIT 5",
+        (UNSAFE_PATTERN, UNSAFE_PATTERN),
+    )
+    assert bad_props == []
+    assert query(conninfo, "SELECT count(*) FROM events WHERE props IS NOT NULL")[0][0] > 0

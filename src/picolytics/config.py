@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
+from picolytics.collect import EventNames
 from picolytics.errors import ConfigError
 from picolytics.settings import (
     BY_KEY,
@@ -59,6 +60,7 @@ class Config:
     autotls_ca_file: str = ""
     body_max_size: int = 2048
     valid_event_names: tuple[str, ...] = DEFAULT_EVENT_NAMES
+    custom_event_names: str = ""
     allowed_sites: tuple[str, ...] = ()
     ip_extractor: str = "direct"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
@@ -97,6 +99,10 @@ class Config:
             f"postgresql://{credentials}{at}{host}:{self.pg_port}/{database}"
             f"?sslmode={self.pg_ssl_mode}"
         )
+
+    def event_names(self) -> EventNames:
+        custom = re.compile(self.custom_event_names) if self.custom_event_names else None
+        return EventNames(frozenset(self.valid_event_names), custom)
 
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.trusted_proxies)
@@ -314,6 +320,15 @@ def _validate_lists(config: Config) -> None:
                 name,
                 "event names are 1-64 letters, digits, '-' or '_'",
             )
+    if config.custom_event_names:
+        try:
+            re.compile(config.custom_event_names)
+        except re.error as error:
+            raise _bad(
+                _setting("custom_event_names"),
+                config.custom_event_names,
+                f"not a regular expression ({error})",
+            ) from None
 
 
 _DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")

@@ -14,6 +14,7 @@ from picolytics.geo import Location
 PAGEVIEW_NAMES = frozenset({"load", "nav", "hashchange"})
 # Events that say nothing about engagement: the page being shown or hidden again.
 VISIBILITY_NAMES = frozenset({"visible", "hidden"})
+ENGAGED_TIME_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,5 +41,14 @@ class QueuedEvent:
 
     @property
     def is_engagement(self) -> bool:
-        """A ping (the page stayed visible) or a custom event; a bounce has neither."""
-        return self.page.name not in PAGEVIEW_NAMES and self.page.name not in VISIBILITY_NAMES
+        """Does the event make its visit engaged (not a bounce)? A ping (the page stayed
+        visible), an interactive custom event, or Plausible's time on page once it
+        reaches ENGAGED_TIME_MS, the same 30 s after which pico.js sends its first ping."""
+        page = self.page
+        if page.name == "engagement":
+            return (page.engaged_ms or 0) >= ENGAGED_TIME_MS
+        return (
+            page.interactive
+            and page.name not in PAGEVIEW_NAMES
+            and page.name not in VISIBILITY_NAMES
+        )

@@ -13,7 +13,17 @@ from typing import Literal
 
 Kind = Literal["str", "int", "float", "bool", "list", "choice"]
 
-DEFAULT_EVENT_NAMES = ("load", "visible", "hidden", "nav", "hashchange", "ping")
+DEFAULT_EVENT_NAMES = (
+    "load",
+    "visible",
+    "hidden",
+    "nav",
+    "hashchange",
+    "ping",
+    "engagement",
+    "outbound",
+    "download",
+)
 
 # Loopback, link-local, private-use (RFC 1918) and unique-local ranges, v4 and v6.
 DEFAULT_TRUSTED_PROXIES = (
@@ -209,6 +219,14 @@ SETTINGS: tuple[Setting, ...] = (
         "validEventNames",
         "list",
         "Event names the server accepts (comma-separated in the environment)",
+    ),
+    Setting(
+        "custom_event_names",
+        "CUSTOM_EVENT_NAMES",
+        "customEventNames",
+        "str",
+        "Regular expression a whole custom event name must match, besides validEventNames"
+        " (e.g. '[A-Za-z0-9 _:-]+'). Empty: only validEventNames",
     ),
     Setting(
         "allowed_sites",

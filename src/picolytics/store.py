@@ -76,7 +76,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS picolytics_staging (
     utm_source text, utm_medium text, utm_campaign text, utm_content text, utm_term text,
     country text, region text, city text, browser text, browser_version text, os text,
     os_version text, device_type text, screen_width integer, screen_height integer,
-    timezone text
+    timezone text, engaged_ms integer, scroll_depth smallint, props jsonb
 ) ON COMMIT DELETE ROWS
 """
 STAGING_TYPES = (
@@ -95,7 +95,7 @@ STAGING_TYPES = (
         "bool",
     ]
     + ["text"] * 13
-    + ["int4", "int4", "text"]
+    + ["int4", "int4", "text", "int4", "int2", "jsonb"]
 )
 COPY_STAGING = "COPY picolytics_staging FROM STDIN (FORMAT BINARY)"
 
@@ -105,9 +105,9 @@ COPY_STAGING = "COPY picolytics_staging FROM STDIN (FORMAT BINARY)"
 INSERT_EVENTS_AND_SESSIONS = """
 WITH inserted AS (
     INSERT INTO events (site_id, received_at, event_id, session_id, visitor_id, name, path,
-                        referrer_host, load_time_ms, ttfb_ms)
+                        referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props)
     SELECT site_id, received_at, event_id, session_id, visitor_id, name, path,
-           referrer_host, load_time_ms, ttfb_ms
+           referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props
     FROM picolytics_staging
     ON CONFLICT DO NOTHING
     RETURNING site_id, received_at, event_id
@@ -338,6 +338,9 @@ def _staging_row(
         page.screen_width,
         page.screen_height,
         page.timezone,
+        page.engaged_ms,
+        page.scroll_depth,
+        page.props,
     )
 
 
