@@ -40,15 +40,16 @@ def test_unknown_paths_are_404() -> None:
         assert test_client.get(path).status_code == 404, path
 
 
-def test_shipped_tracker_is_served_with_cache_headers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", ["pico.js", "pico.ext.js"])
+def test_shipped_trackers_are_served_with_cache_headers(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no ./static folder here
-    response = client(Config(static_cache_max_age=120)).get("/pico.js")
+    response = client(Config(static_cache_max_age=120)).get("/" + name)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     assert response.headers["cache-control"] == "public, max-age=120"
-    assert response.content == (assets_dir() / "pico.js").read_bytes()
+    assert response.content == (assets_dir() / name).read_bytes()
 
 
 def test_static_dir_replaces_the_shipped_files(tmp_path: Path) -> None:

@@ -74,3 +74,4 @@ def test_installed_wheel_carries_sql_and_assets(tmp_path: Path) -> None:
     assert found_sql == tmp_path / "site" / "picolytics" / "_data" / "sql"
     assert (found_sql / "0001_initial.sql").is_file()
     assert (found_assets / "pico.js").is_file()
+    assert (found_assets / "pico.ext.js").is_file()

@@ -1,4 +1,5 @@
-"""assets/pico.js in a real headless Chromium (Debian's, driven by Playwright).
+"""assets/pico.js and assets/pico.ext.js in a real headless Chromium (Debian's, driven
+by Playwright).
 
 The test pages come from one local server (the "site") and the tracker from another
 (the "collector"), so every beacon must go to the script's origin, never the page's.
@@ -23,6 +24,7 @@ from tracker_support import (
     PLAYWRIGHT_ARGS_TO_DROP,
     LocalServer,
     Recorder,
+    Request,
     cast_number,
     page_html,
     probe_js,
@@ -126,7 +128,7 @@ def test_load_is_sent_once_to_the_script_origin_with_every_field(
     assert load.fetch_mode == "no-cors"  # sent by navigator.sendBeacon
     assert load.cookie is None
     data = load.data
-    assert set(data) == PAYLOAD_FIELDS
+    assert set(data) == PAYLOAD_FIELDS - {"p"}  # p only comes with props
     assert data["l"] == url
     assert data["r"] == referrer
     assert data["tz"] == TIMEZONE
@@ -201,6 +203,24 @@ def test_custom_events_and_no_cookie_storage_or_identifier(
     for beacon in beacons.beacons:
         assert set(beacon.data) <= PAYLOAD_FIELDS, beacon.data
         assert beacon.cookie is None
+
+
+def test_custom_event_props_are_sent_as_p(
+    page: Page, site: LocalServer, collector: LocalServer, beacons: Recorder
+) -> None:
+    url = tracked_page(site, collector, "/props")
+    page.goto(url)
+    assert "p" not in beacons.wait_for_beacon("load").data
+    page.evaluate("pico('signup', {plan: 'pro', seats: 3, yearly: true, note: 'é ✓'})")
+    signup = beacons.wait_for_beacon("signup")
+    assert signup.data["p"] == {"plan": "pro", "seats": 3, "yearly": True, "note": "é ✓"}
+    assert signup.data["l"] == url
+    assert "lt" not in signup.data and "fb" not in signup.data  # timings are load's alone
+    assert signup.fetch_mode == "no-cors"  # sendBeacon, like every event
+    # The server validates props (DESIGN §5); the tracker forwards whatever it is given.
+    page.evaluate("pico('plain'); pico('nested', {a: {b: [1]}})")
+    assert "p" not in beacons.wait_for_beacon("plain").data
+    assert beacons.wait_for_beacon("nested").data["p"] == {"a": {"b": [1]}}
 
 
 # --- visibility and pings ------------------------------------------------------------------
@@ -360,3 +380,208 @@ def test_do_not_track_from_chromium_preferences_sends_nothing(
         sent_nothing(page, beacons, collector)
     finally:
         context.close()
+
+
+# --- pico.ext.js: outbound links and downloads ---------------------------------------------
+
+# Events every page sends on its own; the click tests look at what comes besides them.
+USUAL_EVENTS = frozenset({"load", "visible", "hidden", "ping"})
+# Cancels the links' navigation (new tabs too), so one page can take several clicks; the
+# tracker listens on the window, after the document, and must not care.
+STAY_ON_THE_PAGE = (
+    "() => ['click', 'auxclick'].forEach(type =>"
+    " document.addEventListener(type, event => event.preventDefault()))"
+)
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[LocalServer]:
+    """Another site (another port of 127.0.0.1) that outbound links lead to."""
+    with running_server() as server:
+        server.add_page("/landing", "<!doctype html><title>landing</title><p>landed")
+        yield server
+        assert server.recorder.requests == [], "the tracker sent to a linked site"
+
+
+def links_html(elsewhere: LocalServer) -> str:
+    other = elsewhere.origin
+    return (
+        f'<p><a id=outbound href="{other}/landing?ref=news#top"><b id=inside>away</b></a>'
+        '<a id=report href="/files/Report.PDF?token=secret#page=2">report</a>'
+        '<a id=notes href="/files/notes.md">notes</a>'
+        '<a id=internal href="/about?tab=2">about</a>'
+        f'<a id=outbound-zip href="{other}/files/archive.zip?v=2">archive</a>'
+        '<a id=mail href="mailto:someone@example.com">mail</a>'
+        "<a id=no-href>no link</a></p>"
+    )
+
+
+def ext_page(
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    path: str,
+    attributes: str,
+    script: str = "pico.ext.js",
+) -> str:
+    html = page_html(
+        collector.origin, script=script, attributes=attributes, body=links_html(elsewhere)
+    )
+    return site.add_page(path, html)
+
+
+def click_every_link(page: Page) -> None:
+    """Left-, middle- and right-click each link of links_html, staying on the page."""
+    page.evaluate(STAY_ON_THE_PAGE)
+    for link in ("#inside", "#report", "#notes", "#internal", "#outbound-zip", "#mail"):
+        for button in ("left", "middle", "right"):
+            page.click(link, button=button)
+    page.click("#no-href")
+
+
+def sent_besides_the_usual(page: Page, beacons: Recorder, collector: LocalServer) -> list[Request]:
+    """The beacons sent before a probe (see sent_nothing), less the usual events."""
+    page.evaluate(probe_js(collector.origin, delay_ms=300))
+    return [request for request in beacons.wait_for_probe() if request.name not in USUAL_EVENTS]
+
+
+def test_outbound_click_that_leaves_the_page_is_sent_without_query_or_fragment(
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    url = ext_page(site, collector, elsewhere, "/out", " data-outbound")
+    page.goto(url)
+    beacons.wait_for_beacon("load")
+    # A real navigating click, on an element inside the link: the page unloads (into
+    # the back/forward cache) right after the click, and the beacon must still arrive.
+    page.click("#inside")
+    page.wait_for_url(elsewhere.origin + "/landing?ref=news#top")
+    outbound = beacons.wait_for_beacon("outbound")
+    assert outbound.data["p"] == {"url": elsewhere.origin + "/landing"}
+    assert outbound.data["l"] == url
+    assert outbound.fetch_mode == "no-cors"  # sendBeacon
+    beacons.wait_for_beacon("hidden")  # the page did go away
+    assert [request.name for request in beacons.beacons] == ["load", "outbound", "hidden"]
+
+
+def test_outbound_counts_left_and_middle_clicks_on_links_to_another_host_only(
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    page.goto(ext_page(site, collector, elsewhere, "/out-buttons", " data-outbound"))
+    beacons.wait_for_beacon("load")
+    click_every_link(page)
+    sent = sent_besides_the_usual(page, beacons, collector)
+    # Not the same-host links (a .pdf is no download without data-downloads), not
+    # mailto:, not the right button; a zip on another host is outbound here.
+    assert [(request.name, request.data["p"]) for request in sent] == [
+        ("outbound", {"url": elsewhere.origin + "/landing"}),  # left
+        ("outbound", {"url": elsewhere.origin + "/landing"}),  # middle
+        ("outbound", {"url": elsewhere.origin + "/files/archive.zip"}),
+        ("outbound", {"url": elsewhere.origin + "/files/archive.zip"}),
+    ]
+
+
+def test_downloads_with_the_default_extensions(
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    page.goto(ext_page(site, collector, elsewhere, "/files", " data-downloads"))
+    beacons.wait_for_beacon("load")
+    click_every_link(page)
+    sent = sent_besides_the_usual(page, beacons, collector)
+    # .PDF in any case and .zip are on the default list, .md is not; the outbound page
+    # is not tracked without data-outbound.
+    report = {"url": site.origin + "/files/Report.PDF"}
+    archive = {"url": elsewhere.origin + "/files/archive.zip"}
+    assert [(request.name, request.data["p"]) for request in sent] == [
+        ("download", report),
+        ("download", report),
+        ("download", archive),
+        ("download", archive),
+    ]
+
+
+def test_downloads_with_a_custom_extension_list(
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    page.goto(ext_page(site, collector, elsewhere, "/md", ' data-downloads="md, epub"'))
+    beacons.wait_for_beacon("load")
+    click_every_link(page)
+    sent = sent_besides_the_usual(page, beacons, collector)
+    notes = {"url": site.origin + "/files/notes.md"}
+    assert [(request.name, request.data["p"]) for request in sent] == [
+        ("download", notes),  # left
+        ("download", notes),  # middle; the list replaced the defaults (no pdf, no zip)
+    ]
+
+
+def test_a_link_both_outbound_and_a_download_counts_as_a_download(
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    page.goto(ext_page(site, collector, elsewhere, "/both", " data-outbound data-downloads"))
+    beacons.wait_for_beacon("load")
+    page.evaluate(STAY_ON_THE_PAGE)
+    page.click("#outbound-zip")
+    page.click("#inside")
+    page.click("#report")
+    sent = sent_besides_the_usual(page, beacons, collector)
+    assert [(request.name, request.data["p"]["url"]) for request in sent] == [
+        ("download", elsewhere.origin + "/files/archive.zip"),
+        ("outbound", elsewhere.origin + "/landing"),
+        ("download", site.origin + "/files/Report.PDF"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("script", "attributes"),
+    [("pico.ext.js", ""), ("pico.js", " data-outbound data-downloads")],
+    ids=["pico.ext.js without attributes", "pico.js with them"],
+)
+def test_clicks_send_nothing_unless_pico_ext_js_is_asked_to(
+    script: str,
+    attributes: str,
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    page.goto(ext_page(site, collector, elsewhere, "/quiet", attributes, script=script))
+    beacons.wait_for_beacon("load")
+    click_every_link(page)
+    assert sent_besides_the_usual(page, beacons, collector) == []
+    page.evaluate("pico('signup', {plan: 'pro'})")  # the core works the same
+    assert beacons.wait_for_beacon("signup").data["p"] == {"plan": "pro"}
+
+
+def test_do_not_track_silences_the_extensions_too(
+    page: Page,
+    site: LocalServer,
+    collector: LocalServer,
+    elsewhere: LocalServer,
+    beacons: Recorder,
+) -> None:
+    page.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'});"
+    )
+    page.goto(ext_page(site, collector, elsewhere, "/dnt-ext", " data-outbound data-downloads"))
+    click_every_link(page)
+    sent_nothing(page, beacons, collector)

@@ -3,7 +3,8 @@
 The tracker must send to the origin of its own <script src>, so the tests use two
 servers on two ports (two origins): a "site" that serves the test pages, and a
 "collector" that serves assets/pico.js and records every request the browser makes to
-it (POST /p beacons, any CORS preflight, and the tests' own /probe markers). Both are
+it (POST /p beacons, any CORS preflight, and the tests' own /probe markers); it also
+serves assets/pico.ext.js. Both are
 stdlib `http.server`s in threads, bound to 127.0.0.1 on ephemeral ports.
 """
 
@@ -21,6 +22,10 @@ from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKER = ROOT / "assets" / "pico.js"
+# What the collector serves: the plain tracker and the one with opt-in extensions.
+SCRIPTS = {"/pico.js": TRACKER, "/pico.ext.js": ROOT / "assets" / "pico.ext.js"}
+# Plausible's own tracker (vendored, see its README), for test_plausible_browser.py.
+SCRIPTS["/plausible.js"] = ROOT / "tests" / "data" / "plausible-tracker" / "plausible.js"
 
 CHROMIUM = Path("/usr/bin/chromium")
 # What Chromium needs on these machines (DESIGN §10/§11). Playwright adds a fresh
@@ -43,8 +48,9 @@ PLAYWRIGHT_ARGS_TO_DROP = ["--disable-back-forward-cache"]
 PAGE_DELAY_S = 0.02
 IMAGE_DELAY_S = 0.03
 
-# The fields the tracker may send (DESIGN §5): nothing else, and no identifier.
-PAYLOAD_FIELDS = frozenset({"n", "l", "r", "lt", "fb", "sw", "sh", "tz", "pr", "pd"})
+# The fields the tracker may send (DESIGN §5): nothing else, and no identifier. p (the
+# props of a custom event) is only there when the event has props.
+PAYLOAD_FIELDS = frozenset({"n", "l", "r", "lt", "fb", "sw", "sh", "tz", "pr", "pd", "p"})
 
 _GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
@@ -167,8 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.partition("?")[0]
-        if path == "/pico.js":
-            self._send(200, "text/javascript; charset=utf-8", TRACKER.read_bytes())
+        if path in SCRIPTS:
+            self._send(200, "text/javascript; charset=utf-8", SCRIPTS[path].read_bytes())
         elif path == "/slow.gif":
             time.sleep(IMAGE_DELAY_S)
             self._send(200, "image/gif", _GIF)
@@ -244,15 +250,28 @@ def running_server() -> Iterator[LocalServer]:
         thread.join()
 
 
-def page_html(collector: str, *, ping: float | None = None, tracker: bool = True) -> str:
-    """A test page: the tracker (unless tracker=False) and a slow image to load."""
-    attributes = f' data-ping="{ping}"' if ping is not None else ""
-    script = f'<script defer src="{collector}/pico.js"{attributes}></script>' if tracker else ""
+def page_html(
+    collector: str,
+    *,
+    ping: float | None = None,
+    tracker: bool = True,
+    script: str = "pico.js",
+    attributes: str = "",
+    body: str = "",
+) -> str:
+    """A test page: the tracker (unless tracker=False) and a slow image to load.
+
+    `script` is the file the collector serves, `attributes` go on its <script> tag
+    (say ' data-outbound'), and `body` is more HTML for the page (say links).
+    """
+    if ping is not None:
+        attributes += f' data-ping="{ping}"'
+    tag = f'<script defer src="{collector}/{script}"{attributes}></script>' if tracker else ""
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>tracker test</title>"
-        f"{script}</head><body><h1>tracker test</h1>"
+        f"{tag}</head><body><h1>tracker test</h1>"
         '<p><a id=anchor href="#section">to a section</a></p>'
-        '<img src="/slow.gif" alt=""><p id=section>section</p></body></html>'
+        f'{body}<img src="/slow.gif" alt=""><p id=section>section</p></body></html>'
     )
 
 
