@@ -145,8 +145,9 @@ def build_services(config: Config, conninfo: str) -> Services:
 
 
 class PublicApp:
-    """/p goes straight to the ingest handler, ahead of Starlette's middleware and router
-    (it is the one hot path); everything else, and the lifespan, goes to Starlette."""
+    """/p and /api/event go straight to the ingest handler, ahead of Starlette's
+    middleware and router (the one hot path); everything else, and the lifespan, goes
+    to Starlette."""
 
     def __init__(self, router: Starlette, ingest: Ingest | None) -> None:
         self.router = router
@@ -154,8 +155,9 @@ class PublicApp:
         self.state = router.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.ingest is not None and scope["type"] == "http" and scope["path"] == "/p":
-            await self.ingest(scope, receive, send)
+        ingest = self.ingest
+        if ingest is not None and scope["type"] == "http" and scope["path"] in ingest.parsers:
+            await ingest(scope, receive, send)
         else:
             await self.router(scope, receive, send)
 

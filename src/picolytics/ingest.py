@@ -1,4 +1,4 @@
-"""POST /p: from a tracker's request to an enriched event in the queue.
+"""POST /p and POST /api/event: from a tracker's request to an enriched event in the queue.
 
 The handler reads the body under a size limit, validates it (collect.py), drops
 bots into a counter, derives the private visitor id and the location from the IP
@@ -7,6 +7,8 @@ event to the queue. It never waits on the database.
 
 It is a plain ASGI app rather than a Starlette route: this is the one hot path, and
 skipping the Request/Response objects saves a good share of the CPU per event.
+Both paths share everything but the body parser: /p reads picolytics' own tracker
+payload, /api/event Plausible's (plausible.py).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from starlette.types import Message, Receive, Scope, Send
 
 from picolytics.agents import AgentParser
 from picolytics.clientip import ClientIp
-from picolytics.collect import InvalidPayload, PageEvent, parse_event
+from picolytics.collect import EventNames, InvalidPayload, PageEvent, parse_event
 from picolytics.config import Config
 from picolytics.geo import GeoLocator
 from picolytics.model import QueuedEvent
 from picolytics.pipeline import Pipeline
+from picolytics.plausible import parse_plausible_event
 from picolytics.ratelimit import RateLimiter
 from picolytics.store import BotHit, new_id
 from picolytics.visitor import SaltCache, SaltUnavailableError
@@ -150,7 +153,12 @@ class Ingest:
             RateLimiter(config.request_rate_limit) if config.request_rate_limit > 0 else None
         )
         self.body_limit = config.body_max_size
-        self.valid_names = frozenset(config.valid_event_names)
+        self.names = config.event_names()
+        # path -> body parser: the paths this handler serves.
+        self.parsers: dict[str, Callable[[bytes, EventNames], PageEvent]] = {
+            "/p": parse_event,
+            "/api/event": parse_plausible_event,
+        }
         self.allowed_sites = frozenset(config.allowed_sites)
         self.pipeline = pipeline
         self.salts = salts
@@ -179,7 +187,7 @@ class Ingest:
             return
         await respond(send, 202, ACCEPTED_BODY, TEXT_HEADERS)
 
-    async def _read_page(self, head: RequestHead, receive: Receive) -> PageEvent:
+    async def _read_page(self, path: str, head: RequestHead, receive: Receive) -> PageEvent:
         if head.content_type not in ACCEPTED_CONTENT_TYPES:
             raise Rejected(
                 "unsupported_type", 415, "use Content-Type text/plain or application/json"
@@ -193,7 +201,7 @@ class Ingest:
         except ClientDisconnectedError:
             raise Rejected("invalid", 400, "incomplete body") from None
         try:
-            page = parse_event(body, self.valid_names)
+            page = self.parsers[path](body, self.names)
         except InvalidPayload as error:
             raise Rejected("invalid", 400, error.reason) from None
         if self.allowed_sites and page.site not in self.allowed_sites:
@@ -208,7 +216,7 @@ class Ingest:
         # First, before any parsing: an abusive client should cost as little as possible.
         if self.rate_limiter is not None and not self.rate_limiter.allow(ip):
             raise Rejected("rate_limited", 429, "too many requests", RETRY_AFTER)
-        page = await self._read_page(head, receive)
+        page = await self._read_page(scope["path"], head, receive)
         user_agent = head.user_agent
         agent = self.agents.parse(user_agent)
         if agent.bot_reason is not None:
