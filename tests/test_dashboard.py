@@ -18,6 +18,12 @@ The dataset, on site example.com, within the last 3 hours:
                       ping, nav "/pricing"                                4 pageviews
 => 3 visitors, 5 visits, 12 pageviews, 2 bounces (40 %), average visit 80 s
    (60 + 10 + 120 + 30 + 180) / 5, 2.4 pages per visit, 1 current visitor.
+Plus custom events (`custom_dataset`, apart from `dataset` which tests/test_report.py
+shares), inside visits that are engaged anyway and within their first and last event
+(so no number above changes): visit 1 a signup {plan: pro} on "/" and an
+engagement event; visit 3 a download on "/docs" and an outbound click on
+"/docs#/install"; visit 5 a signup {plan: pro, seats: 3} on "/blog" and an outbound
+click on "/blog#/post-1".
 Outside the filters: a visit to other.org, a visit to example.com 3 days ago, bot
 counts of other.org and of 10 days ago.
 """
@@ -61,6 +67,9 @@ PARIS = Location("FR", "Île-de-France", "Paris")
 PROFILE = {A: (CHROME, BERLIN), B: (FIREFOX, NEW_YORK), C: (SAFARI, PARIS)}
 PROFILE |= {D: (CHROME, BERLIN), E: (CHROME, BERLIN)}
 NEWSLETTER = {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "launch"}
+REPO = "https://github.com/picolytics/picolytics"
+GUIDE = "https://example.com/files/guide.pdf"
+REPO_URL = {"url": REPO}
 
 VIEWS = [
     "pageviews",
@@ -76,6 +85,11 @@ VIEWS = [
     "devices",
     "campaigns",
     "bot_traffic",
+    "custom_events",
+    "daily_custom_events",
+    "custom_event_props",
+    "conversion_pages",
+    "page_engagement",
 ]
 READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
 PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
@@ -120,6 +134,20 @@ def dataset(now: datetime) -> list[QueuedEvent]:
     ]
 
 
+def custom_dataset(now: datetime) -> list[QueuedEvent]:
+    """Custom events and an engagement event, inside visits 1, 3 and 5 (see above)."""
+    base = now - timedelta(hours=3)
+    s = timedelta(seconds=1)
+    return [
+        page_event(base + 5 * s, A, "signup", "/", props={"plan": "pro"}),
+        page_event(base + 50 * s, A, "engagement", "/", engaged_ms=45_000, scroll_depth=80),
+        page_event(base + 625 * s, B, "download", "/docs", props={"url": GUIDE}),
+        page_event(base + 645 * s, B, "outbound", "/docs", hash_path="#/install", props=REPO_URL),
+        page_event(now - 175 * s, C, "signup", "/blog", props={"plan": "pro", "seats": 3}),
+        page_event(now - 115 * s, C, "outbound", "/blog", hash_path="#/post-1", props=REPO_URL),
+    ]
+
+
 def bots(today: date) -> dict[BotHit, int]:
     return {
         BotHit(SITE, today, "crawler_list"): 7,
@@ -153,7 +181,7 @@ def reader_login(admin_conninfo: str, database: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def seeded(module_database: str, admin_conninfo: str) -> Iterator[Seeded]:
     now = datetime.now(UTC)
-    run(write(module_database, dataset(now), bots(now.date())))
+    run(write(module_database, dataset(now) + custom_dataset(now), bots(now.date())))
     for reader in reader_login(admin_conninfo, module_database):
         yield Seeded(module_database, reader, now)
 
@@ -173,7 +201,15 @@ def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def expand(text: str, *, start: datetime, end: datetime, interval: str, sites: list[str]) -> str:
+def expand(
+    text: str,
+    *,
+    start: datetime,
+    end: datetime,
+    interval: str,
+    sites: list[str],
+    event: str = "signup",
+) -> str:
     """Expand exactly the macros and variables the dashboard uses; fail on any other."""
     iso = "%Y-%m-%dT%H:%M:%SZ"
     start_text, end_text = quote(start.strftime(iso)), quote(end.strftime(iso))
@@ -182,6 +218,11 @@ def expand(text: str, *, start: datetime, end: datetime, interval: str, sites: l
     values = ",".join(quote(site) for site in sites)
     text = text.replace("${site}", values)
     text = re.sub(r"\$site\b", values, text)
+    # A single-value one is inserted with its quotes doubled but unquoted: the SQL
+    # quotes it (Grafana's SqlDatasource.interpolateVariable).
+    escaped = event.replace("'", "''")
+    text = text.replace("${event}", escaped)
+    text = re.sub(r"\$event\b", escaped, text)
     text = re.sub(r"\$__interval\b", interval, text)
     text = re.sub(
         r"\$__timeFilter\(([^()]+)\)",
@@ -220,7 +261,9 @@ def sql_panels() -> list[dict[str, Any]]:
     ]
 
 
-def run_panel(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> dict[str, Any]:
+def run_panel(
+    seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,), event: str = "signup"
+) -> dict[str, Any]:
     """Run every query of a panel as the dashboard's reader role: refId -> rows."""
     (panel,) = [panel for panel in sql_panels() if panel["title"] == title]
     results: dict[str, Any] = {}
@@ -232,13 +275,16 @@ def run_panel(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> d
                 end=seeded.now,
                 interval="1h",
                 sites=list(sites),
+                event=event,
             )
             results[target["refId"]] = connection.execute(text.encode()).fetchall()
     return results
 
 
-def rows(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> list[tuple[Any, ...]]:
-    return list(run_panel(seeded, title, sites)["A"])
+def rows(
+    seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,), event: str = "signup"
+) -> list[tuple[Any, ...]]:
+    return list(run_panel(seeded, title, sites, event)["A"])
 
 
 def value(seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,)) -> Any:
@@ -281,6 +327,21 @@ EXPECTED: dict[str, Any] = {
     "Operating systems": [("Mac OS X", 2), ("Windows", 2), ("iOS", 1)],
     "Devices": [("desktop", 4), ("mobile", 1)],
     "Bots filtered": [("crawler_list", 7), ("empty_ua", 2)],
+    # Custom events: not the pageviews, pings, visibility or engagement events.
+    "Top custom events": [
+        ("outbound", 2, 2, Decimal("66.7")),  # of 3 visitors
+        ("signup", 2, 2, Decimal("66.7")),
+        ("download", 1, 1, Decimal("33.3")),
+    ],
+    "Event properties": [("plan", "pro", 2, 2), ("seats", "3", 1, 1)],  # of signup
+    "Conversions by page": [
+        ("download", "/docs", 1, 1, Decimal("100.0")),
+        ("outbound", "/blog#/post-1", 1, 1, Decimal("100.0")),
+        ("outbound", "/docs#/install", 1, 1, Decimal("100.0")),
+        ("signup", "/", 1, 3, Decimal("33.3")),  # visits 1, 3 and 5 viewed "/"
+        ("signup", "/blog", 1, 2, Decimal("50.0")),  # visits 2 and 5 viewed "/blog"
+    ],
+    "Outbound links and downloads": [("outbound", REPO, 2, 2), ("download", GUIDE, 1, 1)],
 }
 
 
@@ -315,6 +376,7 @@ def test_site_variable_filters_every_panel(seeded: Seeded) -> None:
     assert value(seeded, "Pageviews", (OTHER_SITE,)) == 1
     assert value(seeded, "Bounce rate", (OTHER_SITE,)) == Decimal("100.0")
     assert rows(seeded, "Bots filtered", (OTHER_SITE,)) == [("parser_spider", 5)]
+    assert rows(seeded, "Top custom events", (OTHER_SITE,)) == []
     assert value(seeded, "Visits", (SITE, OTHER_SITE)) == 6
     assert value(seeded, "Visitors", (SITE, OTHER_SITE)) == 4
 
@@ -327,11 +389,31 @@ def test_site_variable_query_lists_sites(seeded: Seeded) -> None:
     assert sites == [(SITE,), (OTHER_SITE,)]
 
 
+def test_event_variable_lists_custom_events_of_the_range(seeded: Seeded) -> None:
+    (variable,) = [v for v in load_dashboard()["templating"]["list"] if v["name"] == "event"]
+    # One event at a time (the panel quotes it), listed again when the range changes.
+    assert not variable["multi"] and not variable["includeAll"] and variable["refresh"] == 2
+    text = expand(
+        variable["query"],
+        start=seeded.now - timedelta(hours=6),
+        end=seeded.now,
+        interval="1h",
+        sites=[SITE],
+    )
+    # Outbound links and downloads have a panel of their own.
+    assert query(seeded.reader, text) == [("signup",)]
+
+
+def test_event_variable_value_is_escaped(seeded: Seeded) -> None:
+    assert rows(seeded, "Event properties", event="download") == [("url", GUIDE, 1, 1)]
+    assert rows(seeded, "Event properties", event="it's'; DROP TABLE x; --") == []
+
+
 def test_dashboard_shape() -> None:
     dashboard = load_dashboard()
     assert dashboard["uid"] == "picolytics"
     rows_ = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
-    assert rows_ == ["Analytics", "Performance", "Host"]
+    assert rows_ == ["Analytics", "Custom events", "Performance", "Host"]
     (attribution,) = [panel for panel in all_panels() if panel["type"] == "text"]
     assert (
         '<a href="https://db-ip.com">IP Geolocation by DB-IP</a>'
@@ -435,7 +517,8 @@ def test_pageview_definition(seeded: Seeded) -> None:
         "WHERE domain = %s AND received_at > %s",
         (SITE, seeded.now - timedelta(hours=6)),
     )
-    assert events == 18  # 12 pageviews, 2 pings, 2 visible, 1 hidden, 1 anchor
+    # 12 pageviews, 2 pings, 2 visible, 1 hidden, 1 anchor, 5 custom, 1 engagement
+    assert events == 24
 
 
 # --- the read-only role -------------------------------------------------------------------

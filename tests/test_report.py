@@ -1,8 +1,8 @@
 """`picolytics report`: exact numbers in text, JSON and CSV, the same as the dashboard's.
 
 The dataset is the dashboard's (tests/test_dashboard.py), written through the real
-batch writer at a fixed time, 2025-03-10 12:00 UTC, plus four custom events inside
-visits that are not bounces (so every dashboard number stays as documented there):
+batch writer at a fixed time, 2025-03-10 12:00 UTC, plus four custom events (and one
+Plausible engagement event, which is none) inside visits that are not bounces (so every dashboard number stays as documented there):
   signup   (visitor A in visit 1, visitor B in visit 3)   2 events, 2 visitors
   download (visitor B in visit 3, visitor C in visit 5)   2 events, 2 visitors
 On 2025-03-10, example.com: 3 visitors, 5 visits, 12 pageviews, 2 bounces (40.0 %),
@@ -70,6 +70,8 @@ def custom_events(now: datetime) -> list[QueuedEvent]:
     s = timedelta(seconds=1)
     return [
         page_event(base + 45 * s, A, "signup", "/pricing"),
+        # Plausible's time on page: an event, but no custom event of the report.
+        page_event(base + 50 * s, A, "engagement", "/pricing", engaged_ms=45_000),
         page_event(base + 700 * s, B, "signup", "/docs"),
         page_event(base + 710 * s, B, "download", "/docs"),
         page_event(now - 100 * s, C, "download", "/blog"),

@@ -1,10 +1,10 @@
 """`picolytics report`: the numbers of a period, read from the reporting views.
 
-Every query reads the views of migration 0002 (`visits`, `pageviews`, `bot_traffic`)
-with the same expressions as the sample Grafana dashboard's panels, so the report and
-the dashboard agree on the same data and range. The views have no custom events, so
-that one query reads `events` (through `sites`, as the views do). Filters are on the
-row views' `time` (visit start, pageview receipt) and the site's domain, which the
+Every query reads the reporting views (`visits`, `pageviews`, `bot_traffic` of
+migration 0002, `custom_events` of 0004) with the same expressions as the sample
+Grafana dashboard's panels, so the report and the dashboard agree on the same data and
+range. Filters are on the row views' `time` (visit start, event receipt) and the
+site's domain, which the
 planner turns into a range scan of `sessions_site_started` for visits, and for events
 into partition pruning (only the period's daily partitions are read) plus a scan by
 site. The time grows with the traffic in the period, not with the table.
@@ -29,11 +29,12 @@ from picolytics.errors import NoReportDataError, ReportError, ReportOptionError
 DEFAULT_DAYS = 7
 MAX_DAYS = 3660
 DEFAULT_LIMIT = 10
-# Events the tracker sends by itself; any other name is a custom event.
-BUILTIN_EVENT_NAMES = ("load", "nav", "hashchange", "visible", "hidden", "ping")
 
-# Present once migration 0002 has run; `sites` alone means it has not.
-SCHEMA_STATE = "SELECT to_regclass('sites') IS NOT NULL, to_regclass('visits') IS NOT NULL"
+# `sites` comes with migration 0001; the views the report reads with 0002 and 0004.
+SCHEMA_STATE = """
+SELECT to_regclass('sites') IS NOT NULL,
+       to_regclass('visits') IS NOT NULL AND to_regclass('custom_events') IS NOT NULL
+"""
 SELECT_SITES = "SELECT domain FROM sites ORDER BY site_id"
 
 # The same WHERE clause everywhere: the row views' time within the period, the sites.
@@ -121,16 +122,12 @@ GROUP BY utm_source, utm_medium, utm_campaign
 ORDER BY visits DESC, utm_campaign, utm_source, utm_medium
 LIMIT %(limit)s
 """
-# No view has custom events: events by name, as the views read them (through sites).
-CUSTOM_EVENTS = """
+CUSTOM_EVENTS = f"""
 SELECT name, sum(events)::bigint AS events, sum(visitors)::bigint AS visitors
-FROM (SELECT e.site_id, e.name, count(*) AS events, count(DISTINCT e.visitor_id) AS visitors
-      FROM events e
-      JOIN sites s USING (site_id)
-      WHERE e.received_at >= %(start)s AND e.received_at < %(end)s
-        AND s.domain = ANY(%(sites)s)
-        AND e.name <> ALL(%(builtin)s)
-      GROUP BY e.site_id, e.name) per_site
+FROM (SELECT site, name, count(*) AS events, count(DISTINCT visitor_id) AS visitors
+      FROM custom_events
+      WHERE {_PERIOD}
+      GROUP BY site, name) per_site
 GROUP BY name
 ORDER BY events DESC, name
 LIMIT %(limit)s
@@ -319,7 +316,6 @@ def build_report(
             "last": period.last,
             "sites": list(chosen),
             "limit": limit,
-            "builtin": list(BUILTIN_EVENT_NAMES),
         }
         summary_row = connection.execute(SUMMARY, params).fetchone()
         assert summary_row is not None  # an aggregate without GROUP BY: one row
