@@ -9,6 +9,13 @@
 -- scroll depth. Every other name is a custom event, `outbound` and `download` (link
 -- clicks, with the link in props.url) included.
 
+-- Engagement now also comes from Plausible's engagement events and non-interactive
+-- custom events (model.py decides it at ingest).
+COMMENT ON VIEW visits IS
+    'One row per visit with at least one pageview. time = start of the visit (UTC); '
+    'bounce = one pageview and no engagement (no ping, no engagement event of 30 s or '
+    'more, no interactive custom event).';
+
 -- One row per custom event.
 CREATE VIEW custom_events AS
 SELECT e.received_at AS time,
