@@ -2,7 +2,8 @@
 
 The dataset is the dashboard's (tests/test_dashboard.py), written through the real
 batch writer at a fixed time, 2025-03-10 12:00 UTC, plus four custom events (and one
-Plausible engagement event, which is none) inside visits that are not bounces (so every dashboard number stays as documented there):
+Plausible engagement event, which is none) inside visits that are not bounces (so
+every dashboard number stays as documented there):
   signup   (visitor A in visit 1, visitor B in visit 3)   2 events, 2 visitors
   download (visitor B in visit 3, visitor C in visit 5)   2 events, 2 visitors
 On 2025-03-10, example.com: 3 visitors, 5 visits, 12 pageviews, 2 bounces (40.0 %),
