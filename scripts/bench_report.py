@@ -166,7 +166,6 @@ def explain(conninfo: str, period: report.Period, sites: list[str], show: bool) 
         "last": period.last,
         "sites": sites,
         "limit": report.DEFAULT_LIMIT,
-        "builtin": list(report.BUILTIN_EVENT_NAMES),
     }
     queries = [
         ("summary", report.SUMMARY),
