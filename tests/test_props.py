@@ -103,6 +103,11 @@ def test_names_come_from_the_list_or_the_whole_custom_pattern() -> None:
     assert parse_event(b'{"n":"sign_up","l":"https://example.com/"}', NAMES).name == "sign_up"
     with pytest.raises(InvalidPayload, match="unknown event name"):
         parse_event(b'{"n":"Sign Up","l":"https://example.com/"}', NAMES)  # fullmatch only
+    longest = json.dumps({"n": "a" * 120, "l": "https://example.com/"}).encode()
+    assert parse_event(longest, NAMES).name == "a" * 120
+    too_long = json.dumps({"n": "a" * 121, "l": "https://example.com/"}).encode()
+    with pytest.raises(InvalidPayload, match="event name is too long"):
+        parse_event(too_long, NAMES)  # refused, not cut to a name the pattern allows
     without_pattern = EventNames(frozenset({"load"}))
     with pytest.raises(InvalidPayload, match="unknown event name"):
         parse_event(b'{"n":"sign_up","l":"https://example.com/"}', without_pattern)
