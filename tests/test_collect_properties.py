@@ -38,7 +38,16 @@ FIXED_REASONS = {
     "n is required",
     "l is required",
     *(f"{key} must be a string" for key in ("n", "l", "r", "tz")),
-    *(f"{key} must be a number" for key in ("lt", "fb", "sw", "sh", "pr", "pd")),
+    *(f"{key} must be a number" for key in ("lt", "fb", "sw", "sh", "pr", "pd", "e", "sd")),
+    "event name is too long",
+    "props must be an object",
+    "props has more than 30 keys",
+    "props key is empty",
+    "props key is too long",
+    "duplicate props key",
+    "props value is too long",
+    "props value is out of range",
+    "props values must be strings, numbers or booleans",
 }
 MAX_LENGTHS = {
     "name": MAX_NAME_LENGTH,
@@ -93,6 +102,16 @@ def assert_safe(event: PageEvent) -> None:
         assert number is None or (type(number) is int and 0 <= number <= maximum)
     ratio = event.pixel_ratio
     assert ratio is None or (type(ratio) is float and 0 < ratio <= 16)
+    assert event.engaged_ms is None or 0 <= event.engaged_ms <= 86_400_000
+    assert event.scroll_depth is None or 0 <= event.scroll_depth <= 100
+    assert event.props is None or 0 < len(event.props) <= 30
+    for key, prop in (event.props or {}).items():
+        assert key and key == key.strip() and is_clean(key)
+        assert len(key.encode("utf-8")) <= 300
+        assert type(prop) in (str, int, float, bool)
+        if isinstance(prop, str):
+            assert prop == prop.strip() and is_clean(prop)
+            assert len(prop.encode("utf-8")) <= 2000
 
 
 # --- strategies -------------------------------------------------------------------------
@@ -137,6 +156,9 @@ optional_fields: dict[str, st.SearchStrategy[Any]] = {
     "r": good_url | messy_url | json_values,
     "tz": st.text(max_size=80) | json_values,
     **{key: good_number | json_values for key in ("lt", "fb", "sw", "sh", "pr", "pd")},
+    "e": good_number | json_values,
+    "sd": good_number | json_values,
+    "p": st.dictionaries(st.text(max_size=8), scalars, max_size=5) | json_values,
 }
 payloads = st.fixed_dictionaries(required_fields, optional=optional_fields).flatmap(
     lambda fields: st.dictionaries(st.text(max_size=3), json_values, max_size=3).map(
