@@ -72,26 +72,27 @@ FROM (SELECT site_id, (time AT TIME ZONE 'UTC')::date AS day, count(*) AS visits
       GROUP BY 1, 2) per_site
 GROUP BY day
 """
-TOP_PAGES = f"""
-SELECT path, sum(pageviews)::bigint AS pageviews, sum(visitors)::bigint AS visitors
-FROM (SELECT site_id, path, count(*) AS pageviews, count(DISTINCT visitor_id) AS visitors
-      FROM pageviews
+
+
+def _counted_with_visitors(view: str, column: str, counted: str) -> str:
+    """Rows of a row view per value of one column, and their visitors, most first.
+
+    Visitors are distinct per site and summed, as in SUMMARY."""
+    return f"""
+SELECT {column}, sum({counted})::bigint AS {counted}, sum(visitors)::bigint AS visitors
+FROM (SELECT site_id, {column}, count(*) AS {counted}, count(DISTINCT visitor_id) AS visitors
+      FROM {view}
       WHERE {_PERIOD}
-      GROUP BY site_id, path) per_site
-GROUP BY path
-ORDER BY pageviews DESC, path
+      GROUP BY site_id, {column}) per_site
+GROUP BY {column}
+ORDER BY {counted} DESC, {column}
 LIMIT %(limit)s
 """
-SOURCES = f"""
-SELECT source, sum(visits)::bigint AS visits, sum(visitors)::bigint AS visitors
-FROM (SELECT site_id, source, count(*) AS visits, count(DISTINCT visitor_id) AS visitors
-      FROM visits
-      WHERE {_PERIOD}
-      GROUP BY site_id, source) per_site
-GROUP BY source
-ORDER BY visits DESC, source
-LIMIT %(limit)s
-"""
+
+
+TOP_PAGES = _counted_with_visitors("pageviews", "path", "pageviews")
+SOURCES = _counted_with_visitors("visits", "source", "visits")
+CUSTOM_EVENTS = _counted_with_visitors("custom_events", "name", "events")
 
 
 def _visits_by(column: str, where: str = "") -> str:
@@ -120,16 +121,6 @@ FROM (SELECT site_id, utm_source, utm_medium, utm_campaign, count(*) AS visits,
       GROUP BY 1, 2, 3, 4) per_site
 GROUP BY utm_source, utm_medium, utm_campaign
 ORDER BY visits DESC, utm_campaign, utm_source, utm_medium
-LIMIT %(limit)s
-"""
-CUSTOM_EVENTS = f"""
-SELECT name, sum(events)::bigint AS events, sum(visitors)::bigint AS visitors
-FROM (SELECT site, name, count(*) AS events, count(DISTINCT visitor_id) AS visitors
-      FROM custom_events
-      WHERE {_PERIOD}
-      GROUP BY site, name) per_site
-GROUP BY name
-ORDER BY events DESC, name
 LIMIT %(limit)s
 """
 BOTS = """
