@@ -68,35 +68,47 @@ FROM unnest(%s::integer[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::ti
 WHERE v.site_id = u.site_id AND v.visitor_id = u.visitor_id
 """
 
-CREATE_STAGING = """
-CREATE TEMPORARY TABLE IF NOT EXISTS picolytics_staging (
-    site_id integer, received_at timestamptz, event_id bigint, session_id bigint,
-    visitor_id bigint, name text, path text, referrer_host text, load_time_ms integer,
-    ttfb_ms integer, is_pageview boolean, is_engagement boolean,
-    utm_source text, utm_medium text, utm_campaign text, utm_content text, utm_term text,
-    country text, region text, city text, browser text, browser_version text, os text,
-    os_version text, device_type text, screen_width integer, screen_height integer,
-    timezone text, engaged_ms integer, scroll_depth smallint, props jsonb
-) ON COMMIT DELETE ROWS
-"""
-STAGING_TYPES = (
-    [
-        "int4",
-        "timestamptz",
-        "int8",
-        "int8",
-        "int8",
-        "text",
-        "text",
-        "text",
-        "int4",
-        "int4",
-        "bool",
-        "bool",
-    ]
-    + ["text"] * 13
-    + ["int4", "int4", "text", "int4", "int2", "jsonb"]
+# The staging table's columns, in the order `_staging_row` gives its values: the table
+# and the binary COPY's types both come from this one list.
+STAGING_COLUMNS = (
+    ("site_id", "int4"),
+    ("received_at", "timestamptz"),
+    ("event_id", "int8"),
+    ("session_id", "int8"),
+    ("visitor_id", "int8"),
+    ("name", "text"),
+    ("path", "text"),
+    ("referrer_host", "text"),
+    ("load_time_ms", "int4"),
+    ("ttfb_ms", "int4"),
+    ("is_pageview", "bool"),
+    ("is_engagement", "bool"),
+    ("utm_source", "text"),
+    ("utm_medium", "text"),
+    ("utm_campaign", "text"),
+    ("utm_content", "text"),
+    ("utm_term", "text"),
+    ("country", "text"),
+    ("region", "text"),
+    ("city", "text"),
+    ("browser", "text"),
+    ("browser_version", "text"),
+    ("os", "text"),
+    ("os_version", "text"),
+    ("device_type", "text"),
+    ("screen_width", "int4"),
+    ("screen_height", "int4"),
+    ("timezone", "text"),
+    ("engaged_ms", "int4"),
+    ("scroll_depth", "int2"),
+    ("props", "jsonb"),
 )
+CREATE_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS picolytics_staging ("
+    + ", ".join(f"{column} {type_}" for column, type_ in STAGING_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+STAGING_TYPES = [type_ for _, type_ in STAGING_COLUMNS]
 COPY_STAGING = "COPY picolytics_staging FROM STDIN (FORMAT BINARY)"
 
 # Only events inserted now (not already present from an earlier try) reach the
