@@ -13,13 +13,14 @@ from picolytics.collect import (
     MAX_TIMEZONE_LENGTH,
     MAX_URL_LENGTH,
     MAX_UTM_LENGTH,
+    EventNames,
     InvalidPayload,
     PageEvent,
     parse_event,
     sanitize_text,
 )
 
-NAMES = frozenset({"load", "visible", "hidden", "hashchange", "ping"})
+NAMES = EventNames(frozenset({"load", "visible", "hidden", "hashchange", "ping"}))
 PAGE = "https://example.com/"
 
 
@@ -154,9 +155,9 @@ def test_name_must_be_a_string(value: object) -> None:
 
 
 def test_valid_names_come_from_the_caller() -> None:
-    assert parse_event(body(n="click"), frozenset({"click"})).name == "click"
+    assert parse_event(body(n="click"), EventNames(frozenset({"click"}))).name == "click"
     with pytest.raises(InvalidPayload):
-        parse_event(body(n="load"), frozenset({"click"}))
+        parse_event(body(n="load"), EventNames(frozenset({"click"})))
 
 
 # --- page URL: required, http(s), sane --------------------------------------------------

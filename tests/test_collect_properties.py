@@ -17,13 +17,14 @@ from picolytics.collect import (
     MAX_PATH_LENGTH,
     MAX_TIMEZONE_LENGTH,
     MAX_UTM_LENGTH,
+    EventNames,
     InvalidPayload,
     PageEvent,
     parse_event,
     sanitize_text,
 )
 
-NAMES = frozenset({"load", "visible", "hidden", "hashchange", "ping"})
+NAMES = EventNames(frozenset({"load", "visible", "hidden", "hashchange", "ping"}))
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 FIXED_REASONS = {
     "body is not valid UTF-8",
@@ -82,7 +83,7 @@ def assert_safe(event: PageEvent) -> None:
         assert is_clean(value), field
         assert value == value.strip(), field
         value.encode("utf-8")  # strict
-    assert event.name in NAMES
+    assert event.name in NAMES.valid
     for host in (event.site, event.referrer_host):
         assert host.isascii()
         assert host == host.lower()
@@ -149,7 +150,7 @@ good_url = st.builds(
 good_number = st.integers(-10, 10**6) | st.floats(-1, 10**6) | st.sampled_from([0, 1.5, 16])
 # n and l are usually valid, so that most bodies get past them to the other fields.
 required_fields: dict[str, st.SearchStrategy[Any]] = {
-    "n": st.one_of(*[st.sampled_from(sorted(NAMES))] * 4, st.just(" load\x00"), json_values),
+    "n": st.one_of(*[st.sampled_from(sorted(NAMES.valid))] * 4, st.just(" load\x00"), json_values),
     "l": st.one_of(*[good_url] * 4, messy_url, json_values),
 }
 optional_fields: dict[str, st.SearchStrategy[Any]] = {
@@ -260,7 +261,7 @@ screen = st.none() | st.integers(0, 100_000)
 
 @FAST
 @given(
-    name=st.sampled_from(sorted(NAMES)),
+    name=st.sampled_from(sorted(NAMES.valid)),
     host=domain,
     www=st.booleans(),
     upper=st.booleans(),

@@ -19,7 +19,7 @@ from test_faults import AGENT
 from picolytics import pipeline as pipeline_module
 from picolytics.agents import AgentParser
 from picolytics.app import create_app
-from picolytics.collect import parse_event
+from picolytics.collect import EventNames, parse_event
 from picolytics.config import Config
 from picolytics.database import with_connection_options
 from picolytics.geo import GeoLocator
@@ -66,7 +66,7 @@ def hostile(number: int) -> bytes:
 def test_retained_bytes_bounds_what_an_event_really_holds(
     make_body: Callable[[int], bytes],
 ) -> None:
-    names = frozenset({"load"})
+    names = EventNames(frozenset({"load"}))
     agents, geo = AgentParser(), GeoLocator(GEO)
 
     def queued(number: int) -> QueuedEvent:

@@ -116,10 +116,8 @@ class PageEvent:
     interactive: bool = True  # False: the event says nothing about engagement
 
 
-def parse_event(body: bytes, names: EventNames | frozenset[str]) -> PageEvent:
+def parse_event(body: bytes, names: EventNames) -> PageEvent:
     """Validate a /p body; raise InvalidPayload with a fixed reason if it is unusable."""
-    if not isinstance(names, EventNames):
-        names = EventNames(names)
     payload = load_object(body)
     name = names.check(required_str(payload, "n"))
     page = page_url(payload, "l")
