@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +49,12 @@ PAGE = PageEvent(
     hash_path="",
 )
 AGENT = Agent("Chrome", "120", "Windows", "10", "desktop", None)
+# The User-Agent that AGENT describes: the tests' human visitors. (Headless Chromium
+# says "HeadlessChrome", which the crawler list rightly flags as a bot.)
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
 LOCATION = Location("DE", "Berlin", "Berlin")
 
 
@@ -84,6 +90,25 @@ async def write(
 def query(conninfo: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as connection:
         return connection.execute(sql, params).fetchall()
+
+
+def wait_for_rows(
+    conninfo: str,
+    sql: str,
+    done: Callable[[list[tuple[Any, ...]]], bool] = bool,
+    timeout_s: float = 15,
+) -> list[tuple[Any, ...]]:
+    """Poll `sql` until done(rows) holds (by default: some rows); return the rows."""
+    deadline = time.monotonic() + timeout_s
+    while not done(rows := query(conninfo, sql)):
+        assert time.monotonic() < deadline, f"{sql}: still {rows}"
+        time.sleep(0.05)
+    return rows
+
+
+def wait_for_count(conninfo: str, sql: str, expected: int, timeout_s: float = 10) -> None:
+    """Poll a `SELECT count(...)` until it reaches `expected`."""
+    wait_for_rows(conninfo, sql, lambda rows: rows[0][0] >= expected, timeout_s)
 
 
 def free_port() -> int:

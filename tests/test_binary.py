@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-import psycopg
 import pytest
 from conftest import reachable_tempdir
+from support import query, wait_for_rows
 
 from picolytics import __version__, pginstall
 from picolytics.embedded import EmbeddedPostgres, binaries_dir
@@ -163,19 +163,6 @@ class Server:
             self.process.wait()
 
 
-def query(conninfo: str, statement: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(conninfo) as connection:
-        return connection.execute(statement).fetchall()
-
-
-def wait_for_rows(conninfo: str, statement: str) -> list[tuple[object, ...]]:
-    deadline = time.monotonic() + 30
-    while not (rows := query(conninfo, statement)):
-        assert time.monotonic() < deadline, f"no rows for {statement}"
-        time.sleep(0.05)
-    return rows
-
-
 @pytest.mark.slow
 def test_binary_serves_the_embedded_database_and_stops_cleanly(binary: Path, folder: Path) -> None:
     shutil.copy2(binary, folder / "picolytics")
@@ -195,7 +182,9 @@ def test_binary_serves_the_embedded_database_and_stops_cleanly(binary: Path, fol
     try:
         assert httpx.get(server.base + "/pico.js").status_code == 200
         assert server.post("/first") == 202
-        rows = wait_for_rows(conninfo, "SELECT browser, os, device_type FROM sessions")
+        rows = wait_for_rows(
+            conninfo, "SELECT browser, os, device_type FROM sessions", timeout_s=30
+        )
         assert rows == [("Chrome", "Linux", "desktop")]
         # PostgreSQL runs from its copy in the data folder, not from the binary's
         # private, temporary _MEI folder (which the server user could not enter as root).

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
-from support import query
+from support import CHROME_UA, query
 
 from picolytics.app import create_app
 from picolytics.collect import (
@@ -33,10 +33,6 @@ DOCUMENTED = {202, 400, 413, 415, 503}
 # Ours, Plausible's (/api/event) and custom ones (CUSTOM_EVENT_NAMES below).
 NAMES = ("load", "visible", "hidden", "hashchange", "ping", "pageview", "engagement", "Signup")
 PATHS = ("/p", "/p", "/api/event")
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/120.0.0.0 Safari/537.36"
-)
 # Characters that must never reach the database: C0/C1 controls, DEL (NUL and lone
 # surrogates cannot be stored by PostgreSQL at all: a write would fail, not store).
 UNSAFE_PATTERN = "[\\x01-\\x1f\\x7f-\\x9f]"
@@ -185,7 +181,7 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[bytes, bytes], bool]:
     body = draw(bodies(path == "/api/event"))
     headers = {"Content-Type": draw(content_types)}
     headers["User-Agent"] = draw(
-        st.sampled_from([CHROME, CHROME, "", "Googlebot/2.1", "curl/8"])
+        st.sampled_from([CHROME_UA, CHROME_UA, "", "Googlebot/2.1", "curl/8"])
         | st.text(max_size=300).filter(str.isprintable)
     )
     if draw(st.booleans()):  # a Content-Length that lies, or is nonsense

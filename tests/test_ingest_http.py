@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from support import TIMEOUT, query
+from support import CHROME_UA, TIMEOUT, query, wait_for_count
 
 from picolytics.agents import AgentParser
 from picolytics.app import create_app
@@ -26,10 +25,6 @@ from picolytics.pipeline import Pipeline
 from picolytics.visitor import SaltCache
 
 DATA = Path(__file__).parent / "data"
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/120.0.0.0 Safari/537.36"
-)
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
@@ -58,18 +53,11 @@ def post(
     payload: str | bytes,
     *,
     content_type: str = "text/plain",
-    user_agent: str = CHROME,
+    user_agent: str = CHROME_UA,
 ) -> Any:
     return client.post(
         "/p", content=payload, headers={"Content-Type": content_type, "User-Agent": user_agent}
     )
-
-
-def wait_for_rows(conninfo: str, sql: str, expected: int, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while query(conninfo, sql)[0][0] < expected:
-        assert time.monotonic() < deadline, f"{sql} never reached {expected}"
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -106,8 +94,8 @@ def test_accepted_event_is_enriched_and_stored(served: tuple[TestClient, str]) -
         content_type="application/json; charset=utf-8",
     )
     assert response.status_code == 202
-    wait_for_rows(conninfo, "SELECT count(*) FROM events", 2)
-    wait_for_rows(conninfo, "SELECT sum(events) FROM sessions", 2)
+    wait_for_count(conninfo, "SELECT count(*) FROM events", 2)
+    wait_for_count(conninfo, "SELECT sum(events) FROM sessions", 2)
     rows = query(
         conninfo,
         "SELECT d.domain, s.pageviews, s.entry_path, s.exit_path, "
@@ -146,7 +134,7 @@ def test_mobile_device_and_geo_of_ipv6(migrated_database: str) -> None:
         create_app(config, conninfo=migrated_database), client=("2001:218::1", 1)
     ) as client:
         assert post(client, body(), user_agent=IPHONE).status_code == 202
-        wait_for_rows(migrated_database, "SELECT count(*) FROM sessions", 1)
+        wait_for_count(migrated_database, "SELECT count(*) FROM sessions", 1)
     assert query(migrated_database, "SELECT country, browser, os, device_type FROM sessions") == [
         ("JP", "Mobile Safari", "iOS", "mobile")
     ]
@@ -185,7 +173,7 @@ def test_bad_payloads_are_400_with_a_reason(
 )
 def test_other_content_types_are_415(refusing: tuple[TestClient, str], content_type: str) -> None:
     client, _ = refusing
-    headers = {"User-Agent": CHROME}
+    headers = {"User-Agent": CHROME_UA}
     if content_type:
         headers["Content-Type"] = content_type
     response = client.post("/p", content=body(), headers=headers)
@@ -224,7 +212,7 @@ def test_bots_are_counted_not_stored(served: tuple[TestClient, str]) -> None:
     stats = client.app.state.services.pipeline.stats  # type: ignore[attr-defined]
     assert stats.dropped["bot"] == 3
     assert stats.accepted == 0
-    wait_for_rows(conninfo, "SELECT coalesce(sum(hits), 0) FROM bot_counts", 3)
+    wait_for_count(conninfo, "SELECT coalesce(sum(hits), 0) FROM bot_counts", 3)
     assert query(conninfo, "SELECT count(*) FROM events") == [(0,)]
     reasons = {row[0] for row in query(conninfo, "SELECT reason FROM bot_counts")}
     assert "empty_ua" in reasons
@@ -291,12 +279,12 @@ def test_no_ip_or_user_agent_anywhere_in_the_database(
     served: tuple[TestClient, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, conninfo = served
-    agent = CHROME.replace("Chrome/120.0.0.0", "Chrome/120.0.6099.71 UniqueAgent4242")
+    agent = CHROME_UA.replace("Chrome/120.0.0.0", "Chrome/120.0.6099.71 UniqueAgent4242")
     for number in range(5):
         post(client, body(l=f"https://example.com/p{number}"), user_agent=agent)
     post(client, body(), user_agent="")
     post(client, "{broken", user_agent=agent)
-    wait_for_rows(conninfo, "SELECT count(*) FROM events", 5)
+    wait_for_count(conninfo, "SELECT count(*) FROM events", 5)
     tables = [
         row[0]
         for row in query(

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from support import query
-from test_ingest_http import CHROME, CLIENT_IP, wait_for_rows
+from support import CHROME_UA, query, wait_for_count
+from test_ingest_http import CLIENT_IP
 
 from picolytics.app import create_app
 from picolytics.collect import EventNames, InvalidPayload
@@ -147,7 +147,7 @@ def send(client: TestClient, **fields: Any) -> Any:
     return client.post(
         "/api/event",
         content=json.dumps(payload),
-        headers={"Content-Type": "text/plain", "User-Agent": CHROME},
+        headers={"Content-Type": "text/plain", "User-Agent": CHROME_UA},
     )
 
 
@@ -156,7 +156,7 @@ def test_a_visit_through_the_plausible_endpoint(served: tuple[TestClient, str]) 
     assert send(client).status_code == 202
     assert send(client, n="Signup", p={"plan": "pro", "seats": 3}).status_code == 202
     assert send(client, n="engagement", e=45_000, sd=80).status_code == 202
-    wait_for_rows(conninfo, "SELECT count(*) FROM events", 3)
+    wait_for_count(conninfo, "SELECT count(*) FROM events", 3)
     events = query(
         conninfo,
         "SELECT name, path, props, engaged_ms, scroll_depth FROM events ORDER BY received_at",
@@ -166,7 +166,7 @@ def test_a_visit_through_the_plausible_endpoint(served: tuple[TestClient, str]) 
         ("Signup", "/pricing", {"plan": "pro", "seats": 3}, None, None),
         ("engagement", "/pricing", None, 45_000, 80),
     ]
-    wait_for_rows(conninfo, "SELECT coalesce(sum(events), 0) FROM sessions", 3)
+    wait_for_count(conninfo, "SELECT coalesce(sum(events), 0) FROM sessions", 3)
     assert query(
         conninfo,
         "SELECT d.domain, s.pageviews, s.engaged, s.referrer_host, s.utm_source "
@@ -189,7 +189,7 @@ def test_which_events_make_a_visit_engaged(
     client, conninfo = served
     assert send(client).status_code == 202
     assert send(client, **event).status_code == 202
-    wait_for_rows(conninfo, "SELECT coalesce(sum(events), 0) FROM sessions", 2)
+    wait_for_count(conninfo, "SELECT coalesce(sum(events), 0) FROM sessions", 2)
     assert query(conninfo, "SELECT engaged FROM sessions") == [(engaged,)]
 
 
@@ -214,7 +214,7 @@ def test_refusals_are_the_same_as_on_p(served: tuple[TestClient, str]) -> None:
         headers={"Content-Type": "text/plain", "User-Agent": "Googlebot/2.1"},
     )
     assert bot.status_code == 202
-    wait_for_rows(conninfo, "SELECT coalesce(sum(hits), 0) FROM bot_counts", 1)
+    wait_for_count(conninfo, "SELECT coalesce(sum(hits), 0) FROM bot_counts", 1)
     assert query(conninfo, "SELECT count(*) FROM events") == [(0,)]
 
 
@@ -225,5 +225,5 @@ def test_allowed_sites_apply_to_the_named_domain(migrated_database: str) -> None
         assert send(client, d="example.com", u="https://staging.example.net/").status_code == 202
         refused = send(client, d="other.example")
         assert (refused.status_code, refused.text) == (403, "site not tracked here")
-        wait_for_rows(migrated_database, "SELECT count(*) FROM events", 1)
+        wait_for_count(migrated_database, "SELECT count(*) FROM events", 1)
     assert query(migrated_database, "SELECT domain FROM sites") == [("example.com",)]

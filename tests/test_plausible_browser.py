@@ -16,13 +16,13 @@ captureOnLocalhost, as a developer's machine would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
-from support import query, server_process
+from support import CHROME_UA, query, server_process, wait_for_rows
 from tracker_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -33,12 +33,6 @@ from tracker_support import (
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
 
-# Headless Chromium says "HeadlessChrome", which the crawler list rightly flags as a
-# bot; these visits play a person's browser.
-DESKTOP_CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
 # Plausible names no event "Signup"; it must pass CUSTOM_EVENT_NAMES.
 SETTINGS = {
     "REQUEST_RATE_LIMIT": "0",
@@ -71,7 +65,7 @@ def browser() -> Iterator[Browser]:
                 # The browser's own UA too, not only the context's: a keepalive fetch
                 # sent while the page goes into the back/forward cache (the engagement
                 # event) carries it, and "HeadlessChrome" would be dropped as a bot.
-                f"--user-agent={DESKTOP_CHROME}",
+                f"--user-agent={CHROME_UA}",
             ],
             ignore_default_args=PLAYWRIGHT_ARGS_TO_DROP,
         )
@@ -79,20 +73,6 @@ def browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
-
-
-def wait_for_rows(
-    conninfo: str,
-    sql: str,
-    done: Callable[[list[Row]], bool] = bool,
-    timeout_s: float = 15,
-) -> list[Row]:
-    """Poll `sql` until done(rows) holds (by default: some rows); return the rows."""
-    deadline = time.monotonic() + timeout_s
-    while not done(rows := query(conninfo, sql)):
-        assert time.monotonic() < deadline, f"{sql}: still {rows}"
-        time.sleep(0.1)
-    return rows
 
 
 def plausible_page(options: str, body: str = "", before: str = "") -> str:
@@ -133,7 +113,7 @@ def test_plausible_tracker_visit_becomes_rows(
                 before="window.__plausible = true;",
             ),
         )
-        context = browser.new_context(user_agent=DESKTOP_CHROME)
+        context = browser.new_context(user_agent=CHROME_UA)
         page = context.new_page()
         started = time.monotonic()
         page.goto(f"{shop}/pricing/?utm_source=newsletter", referer="https://news.example/story")
@@ -204,7 +184,7 @@ def test_plausible_hash_routing_and_bounce(
                 " hashBasedRouting: true, captureOnLocalhost: true}"
             ),
         )
-        context = browser.new_context(user_agent=DESKTOP_CHROME)
+        context = browser.new_context(user_agent=CHROME_UA)
         page = context.new_page()
         page.goto(site.origin + "/#/about")
         assert wait_for_rows(migrated_database, "SELECT path FROM events WHERE name = 'load'") == [

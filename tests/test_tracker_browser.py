@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
@@ -445,6 +446,17 @@ def sent_besides_the_usual(page: Page, beacons: Recorder, collector: LocalServer
     return [request for request in beacons.wait_for_probe() if request.name not in USUAL_EVENTS]
 
 
+def sent_for_every_click(
+    page: Page, beacons: Recorder, collector: LocalServer, url: str
+) -> list[tuple[str, Any]]:
+    """(name, props) of what clicking every link of the page at `url` sent."""
+    page.goto(url)
+    beacons.wait_for_beacon("load")
+    click_every_link(page)
+    sent = sent_besides_the_usual(page, beacons, collector)
+    return [(request.name, request.data["p"]) for request in sent]
+
+
 def test_outbound_click_that_leaves_the_page_is_sent_without_query_or_fragment(
     page: Page,
     site: LocalServer,
@@ -474,13 +486,10 @@ def test_outbound_counts_left_and_middle_clicks_on_links_to_another_host_only(
     elsewhere: LocalServer,
     beacons: Recorder,
 ) -> None:
-    page.goto(ext_page(site, collector, elsewhere, "/out-buttons", " data-outbound"))
-    beacons.wait_for_beacon("load")
-    click_every_link(page)
-    sent = sent_besides_the_usual(page, beacons, collector)
+    url = ext_page(site, collector, elsewhere, "/out-buttons", " data-outbound")
     # Not the same-host links (a .pdf is no download without data-downloads), not
     # mailto:, not the right button; a zip on another host is outbound here.
-    assert [(request.name, request.data["p"]) for request in sent] == [
+    assert sent_for_every_click(page, beacons, collector, url) == [
         ("outbound", {"url": elsewhere.origin + "/landing"}),  # left
         ("outbound", {"url": elsewhere.origin + "/landing"}),  # middle
         ("outbound", {"url": elsewhere.origin + "/files/archive.zip"}),
@@ -495,15 +504,12 @@ def test_downloads_with_the_default_extensions(
     elsewhere: LocalServer,
     beacons: Recorder,
 ) -> None:
-    page.goto(ext_page(site, collector, elsewhere, "/files", " data-downloads"))
-    beacons.wait_for_beacon("load")
-    click_every_link(page)
-    sent = sent_besides_the_usual(page, beacons, collector)
+    url = ext_page(site, collector, elsewhere, "/files", " data-downloads")
     # .PDF in any case and .zip are on the default list, .md is not; the outbound page
     # is not tracked without data-outbound.
     report = {"url": site.origin + "/files/Report.PDF"}
     archive = {"url": elsewhere.origin + "/files/archive.zip"}
-    assert [(request.name, request.data["p"]) for request in sent] == [
+    assert sent_for_every_click(page, beacons, collector, url) == [
         ("download", report),
         ("download", report),
         ("download", archive),
@@ -518,12 +524,9 @@ def test_downloads_with_a_custom_extension_list(
     elsewhere: LocalServer,
     beacons: Recorder,
 ) -> None:
-    page.goto(ext_page(site, collector, elsewhere, "/md", ' data-downloads="md, epub"'))
-    beacons.wait_for_beacon("load")
-    click_every_link(page)
-    sent = sent_besides_the_usual(page, beacons, collector)
+    url = ext_page(site, collector, elsewhere, "/md", ' data-downloads="md, epub"')
     notes = {"url": site.origin + "/files/notes.md"}
-    assert [(request.name, request.data["p"]) for request in sent] == [
+    assert sent_for_every_click(page, beacons, collector, url) == [
         ("download", notes),  # left
         ("download", notes),  # middle; the list replaced the defaults (no pdf, no zip)
     ]
@@ -564,10 +567,8 @@ def test_clicks_send_nothing_unless_pico_ext_js_is_asked_to(
     elsewhere: LocalServer,
     beacons: Recorder,
 ) -> None:
-    page.goto(ext_page(site, collector, elsewhere, "/quiet", attributes, script=script))
-    beacons.wait_for_beacon("load")
-    click_every_link(page)
-    assert sent_besides_the_usual(page, beacons, collector) == []
+    url = ext_page(site, collector, elsewhere, "/quiet", attributes, script=script)
+    assert sent_for_every_click(page, beacons, collector, url) == []
     page.evaluate("pico('signup', {plan: 'pro'})")  # the core works the same
     assert beacons.wait_for_beacon("signup").data["p"] == {"plan": "pro"}
 

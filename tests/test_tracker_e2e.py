@@ -3,13 +3,12 @@ picolytics, a visit in headless Chromium, and the rows it leaves in PostgreSQL."
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
-from support import query, server_process
+from support import CHROME_UA, query, server_process, wait_for_rows
 from tracker_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -21,11 +20,6 @@ from tracker_support import (
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
 
-DESKTOP_CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
-
 
 @pytest.fixture
 def site() -> Iterator[LocalServer]:
@@ -33,11 +27,8 @@ def site() -> Iterator[LocalServer]:
         yield server
 
 
-def wait_for(conninfo: str, sql: str, expected: object, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (found := query(conninfo, sql)) != expected:
-        assert time.monotonic() < deadline, f"{sql}: {found} != {expected}"
-        time.sleep(0.1)
+def wait_for(conninfo: str, sql: str, expected: list[tuple[object, ...]]) -> None:
+    wait_for_rows(conninfo, sql, lambda rows: rows == expected)
 
 
 def test_a_visit_in_chromium_becomes_rows(
@@ -56,7 +47,7 @@ def test_a_visit_in_chromium_becomes_rows(
         try:
             # Headless Chromium says "HeadlessChrome", which the crawler list rightly
             # flags as a bot; this visit plays a person's browser.
-            page = browser.new_page(user_agent=DESKTOP_CHROME)
+            page = browser.new_page(user_agent=CHROME_UA)
             url = site.add_page("/shop/", page_html(server.base))
             page.goto(url + "?utm_source=newsletter&utm_campaign=autumn")
             wait_for(migrated_database, "SELECT count(*) FROM events WHERE name = 'load'", [(1,)])
