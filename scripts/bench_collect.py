@@ -13,8 +13,9 @@ import re
 import timeit
 from collections.abc import Callable
 
-from picolytics.collect import EventNames, PageEvent, parse_event
-from picolytics.plausible import parse_plausible_event
+from picolytics.events import EventNames, PageEvent
+from picolytics.ingest.collect import parse_event
+from picolytics.ingest.plausible import parse_plausible_event
 
 NAMES = EventNames(
     frozenset({"load", "visible", "hidden", "hashchange", "ping"}), re.compile(r"[A-Za-z]+")

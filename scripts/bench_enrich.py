@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from picolytics import agents
-from picolytics.agents import AgentParser
-from picolytics.geo import GeoLocator
+from picolytics.enrich import agents
+from picolytics.enrich.agents import AgentParser
+from picolytics.enrich.geo import GeoLocator
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 

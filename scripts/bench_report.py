@@ -30,7 +30,8 @@ from typing import Any
 
 import psycopg
 
-from picolytics import migrate, report
+from picolytics.report import query as report
+from picolytics.storage import migrate
 
 SITES = ("bench.example", "small.example")
 # Secondary indexes and the primary key of events, rebuilt after the bulk load.
@@ -214,7 +215,7 @@ def database(data_dir: str | None) -> Iterator[str]:
     if conninfo:
         yield conninfo
         return
-    from picolytics.embedded import EmbeddedPostgres  # noqa: PLC0415 (only when embedded)
+    from picolytics.storage.embedded import EmbeddedPostgres  # noqa: PLC0415 (only when embedded)
 
     keep = data_dir is not None
     folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="picolytics-bench-"))

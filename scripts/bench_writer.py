@@ -16,14 +16,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from picolytics import migrate
-from picolytics.agents import Agent
-from picolytics.collect import PageEvent
-from picolytics.embedded import EmbeddedPostgres
-from picolytics.geo import Location
-from picolytics.model import QueuedEvent
-from picolytics.pipeline import Pipeline
-from picolytics.store import new_id
+from picolytics.events import Agent, Location, PageEvent, QueuedEvent, new_id
+from picolytics.storage import migrate
+from picolytics.storage.embedded import EmbeddedPostgres
+from picolytics.storage.pipeline import Pipeline
 
 NAMES = ["load"] * 5 + ["ping"] * 3 + ["hidden", "visible", "nav"]
 

@@ -16,8 +16,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from picolytics import migrate
-from picolytics.embedded import EmbeddedPostgres
+from picolytics.storage import migrate
+from picolytics.storage.embedded import EmbeddedPostgres
 
 
 def reachable_tempdir(prefix: str) -> Path:

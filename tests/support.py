@@ -19,12 +19,9 @@ import httpx2 as httpx
 import psycopg
 from psycopg import AsyncConnection
 
-from picolytics import store
-from picolytics.agents import Agent
-from picolytics.collect import PageEvent
-from picolytics.geo import Location
-from picolytics.model import QueuedEvent
-from picolytics.store import BotHit, SiteIds, new_id
+from picolytics.events import Agent, BotHit, Location, PageEvent, QueuedEvent, new_id
+from picolytics.storage import store
+from picolytics.storage.store import SiteIds
 
 T = TypeVar("T")
 TIMEOUT = timedelta(minutes=30)

@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from support import query
 
-from picolytics.app import admin_app_for, create_app
-from picolytics.config import Config
-from picolytics.metrics import DROP_REASONS
+from picolytics.accounting import DROP_REASONS
+from picolytics.config.load import Config
+from picolytics.serve.app import admin_app_for, create_app
 
 AGENT = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "

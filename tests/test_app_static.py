@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from picolytics.app import create_app
-from picolytics.config import Config
+from picolytics.config.load import Config
 from picolytics.resources import assets_dir
+from picolytics.serve.app import create_app
 
 
 def client(config: Config) -> TestClient:

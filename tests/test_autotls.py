@@ -44,10 +44,11 @@ from psycopg.conninfo import make_conninfo
 from starlette.types import Receive, Scope, Send
 from support import free_port, query
 
-from picolytics import autotls, tls_store
-from picolytics.config import Config, load_config
+from picolytics.config.load import Config, load_config
 from picolytics.errors import ConfigError
-from picolytics.server import Listener, bind_all, serve_bound
+from picolytics.serve.server import Listener, bind_all, serve_bound
+from picolytics.tls import autotls
+from picolytics.tls import store as tls_store
 
 T = TypeVar("T")
 PEBBLE = shutil.which("pebble")
@@ -380,7 +381,7 @@ def test_failed_challenge_is_logged_and_retried_while_port_80_keeps_serving(
     # Port 80 is elsewhere: the CA's validation request finds nobody on its port.
     https_port, http_port = free_port(), free_port()
     config = autotls_config(pebble, https_port, AUTOTLS_HTTP_ADDR=f"127.0.0.1:{http_port}")
-    caplog.set_level("INFO", logger="picolytics.autotls")
+    caplog.set_level("INFO", logger="picolytics.tls.autotls")
     manager, listeners = autotls.build(config, migrated_database, hello, FAST)
     with serving(listeners):
         _wait_for(

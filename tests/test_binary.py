@@ -1,5 +1,5 @@
 """The one-file binary (build.spec) as a user runs it, and the packed PostgreSQL tree
-that it carries (picolytics.pginstall).
+that it carries (picolytics.storage.pginstall).
 
 The binary test is slow: it builds dist/picolytics with PyInstaller (about 30-40 s on
 two cores) unless dist/picolytics is newer than every file it is built from, then
@@ -25,8 +25,9 @@ import pytest
 from conftest import reachable_tempdir
 from support import query, wait_for_rows
 
-from picolytics import __version__, pginstall
-from picolytics.embedded import EmbeddedPostgres, binaries_dir
+from picolytics import __version__
+from picolytics.storage import pginstall
+from picolytics.storage.embedded import EmbeddedPostgres, binaries_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / "dist" / "picolytics"

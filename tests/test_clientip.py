@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from picolytics.clientip import ClientIp, parse_address
-from picolytics.settings import DEFAULT_TRUSTED_PROXIES
+from picolytics.config.settings import DEFAULT_TRUSTED_PROXIES
+from picolytics.ingest.clientip import ClientIp, parse_address
 
 TRUSTED = [ipaddress.ip_network(cidr) for cidr in DEFAULT_TRUSTED_PROXIES]
 

@@ -1,4 +1,4 @@
-"""Example-based tests of the tracker body parser (`picolytics.collect`)."""
+"""Example-based tests of the tracker body parser (`picolytics.ingest.collect`)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ from typing import Any
 
 import pytest
 
-from picolytics.collect import (
-    MAX_JSON_DEPTH,
-    MAX_PATH_LENGTH,
-    MAX_TIMEZONE_LENGTH,
-    MAX_URL_LENGTH,
-    MAX_UTM_LENGTH,
-    EventNames,
-    InvalidPayload,
-    PageEvent,
-    parse_event,
-    sanitize_text,
-)
+from picolytics.events import EventNames, PageEvent
+from picolytics.ingest.collect import MAX_TIMEZONE_LENGTH, parse_event
+from picolytics.ingest.payload import MAX_JSON_DEPTH, InvalidPayload
+from picolytics.ingest.urls import MAX_PATH_LENGTH, MAX_URL_LENGTH, MAX_UTM_LENGTH
+from picolytics.text import sanitize_text
 
 NAMES = EventNames(frozenset({"load", "visible", "hidden", "hashchange", "ping"}))
 PAGE = "https://example.com/"

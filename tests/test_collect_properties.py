@@ -11,18 +11,11 @@ from urllib.parse import parse_qs, quote, urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from picolytics.collect import (
-    MAX_HOST_LENGTH,
-    MAX_NAME_LENGTH,
-    MAX_PATH_LENGTH,
-    MAX_TIMEZONE_LENGTH,
-    MAX_UTM_LENGTH,
-    EventNames,
-    InvalidPayload,
-    PageEvent,
-    parse_event,
-    sanitize_text,
-)
+from picolytics.events import EventNames, PageEvent
+from picolytics.ingest.collect import MAX_NAME_LENGTH, MAX_TIMEZONE_LENGTH, parse_event
+from picolytics.ingest.payload import InvalidPayload
+from picolytics.ingest.urls import MAX_HOST_LENGTH, MAX_PATH_LENGTH, MAX_UTM_LENGTH
+from picolytics.text import sanitize_text
 
 NAMES = EventNames(frozenset({"load", "visible", "hidden", "hashchange", "ping"}))
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")

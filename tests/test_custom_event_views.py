@@ -30,7 +30,7 @@ import pytest
 from support import event, query, run, write
 from test_dashboard import reader_login
 
-from picolytics.model import QueuedEvent
+from picolytics.events import QueuedEvent
 
 SITE = "example.com"
 OTHER_SITE = "other.org"

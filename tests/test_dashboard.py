@@ -46,14 +46,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from support import PAGE, query, run, write
 
-from picolytics.agents import Agent
-from picolytics.geo import Location
-from picolytics.model import QueuedEvent
-from picolytics.store import BotHit, new_id
+from picolytics.events import Agent, BotHit, Location, QueuedEvent, new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "picolytics.json"
-METRICS_SOURCE = ROOT / "src" / "picolytics" / "metrics.py"
+METRICS_SOURCE = ROOT / "src" / "picolytics" / "serve" / "metrics.py"
 
 SITE = "example.com"
 OTHER_SITE = "other.org"

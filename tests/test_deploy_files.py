@@ -27,7 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from support import event, query, run, write
 from test_dashboard import READABLE_TABLES, VIEWS
 
-from picolytics import embedded, migrate
+from picolytics.storage import embedded, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

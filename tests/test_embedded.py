@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from conftest import reachable_tempdir
 
-from picolytics.embedded import EmbeddedPostgres
 from picolytics.errors import EmbeddedDatabaseError
+from picolytics.storage.embedded import EmbeddedPostgres
 
 
 @pytest.fixture

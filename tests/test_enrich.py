@@ -1,4 +1,4 @@
-"""Tests for picolytics.geo and picolytics.agents on real data: MaxMind's test databases, the
+"""Tests for enrich.geo and enrich.agents on real data: MaxMind's test databases, the
 crawler-user-agents list with its own examples, and the most common browser UAs."""
 
 from __future__ import annotations
@@ -16,16 +16,11 @@ from hypothesis import strategies as st
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet  # type: ignore[import-untyped]
 
-from picolytics import agents as agents_module
-from picolytics.agents import (
-    BOT_REASONS,
-    DEVICE_TYPES,
-    MAX_UA_LENGTH,
-    Agent,
-    AgentParser,
-    load_crawler_patterns,
-)
-from picolytics.geo import UNKNOWN_LOCATION, GeoLocator, Location
+from picolytics.accounting import BOT_REASONS
+from picolytics.enrich import agents as agents_module
+from picolytics.enrich.agents import MAX_UA_LENGTH, AgentParser, load_crawler_patterns
+from picolytics.enrich.geo import GeoLocator
+from picolytics.events import DEVICE_TYPES, UNKNOWN_LOCATION, Agent, Location
 
 DATA = Path(__file__).parent / "data"
 CITY_DB = DATA / "GeoIP2-City-Test.mmdb"
@@ -45,7 +40,7 @@ CRAWLER_INSTANCES = [
     (entry["pattern"], instance) for entry in CRAWLERS for instance in entry["instances"]
 ]
 
-ENRICH_LOGGERS = ("picolytics.geo", "picolytics.agents")
+ENRICH_LOGGERS = ("picolytics.enrich.geo", "picolytics.enrich.agents")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,14 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from support import TIMEOUT, event, query, run, server_process
 
-from picolytics import migrate
-from picolytics import pipeline as pipeline_module
-from picolytics.app import admin_app_for, create_app
-from picolytics.config import Config
-from picolytics.database import with_connection_options
-from picolytics.embedded import EmbeddedPostgres
-from picolytics.pipeline import Pipeline, PipelineStats
+from picolytics.accounting import PipelineStats
+from picolytics.config.load import Config
+from picolytics.serve.app import admin_app_for, create_app
+from picolytics.storage import migrate
+from picolytics.storage import pipeline as pipeline_module
+from picolytics.storage.database import with_connection_options
+from picolytics.storage.embedded import EmbeddedPostgres
+from picolytics.storage.pipeline import Pipeline
 
 AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "

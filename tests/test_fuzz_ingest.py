@@ -17,15 +17,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from support import CHROME_UA, query
 
-from picolytics.app import create_app
-from picolytics.collect import (
-    MAX_HOST_LENGTH,
-    MAX_NAME_LENGTH,
-    MAX_PATH_LENGTH,
-    MAX_TIMEZONE_LENGTH,
-    MAX_UTM_LENGTH,
-)
-from picolytics.config import Config
+from picolytics.config.load import Config
+from picolytics.ingest.collect import MAX_NAME_LENGTH, MAX_TIMEZONE_LENGTH
+from picolytics.ingest.urls import MAX_HOST_LENGTH, MAX_PATH_LENGTH, MAX_UTM_LENGTH
+from picolytics.serve.app import create_app
 
 # 202 accepted, 400 invalid, 413 too large, 415 content type, 503 queue full; 403 only
 # with ALLOWED_SITES and 429 only with a rate limit, both off here.

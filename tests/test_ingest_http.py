@@ -15,14 +15,14 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from support import CHROME_UA, TIMEOUT, query, wait_for_count
 
-from picolytics.agents import AgentParser
-from picolytics.app import create_app
-from picolytics.clientip import ClientIp
-from picolytics.config import Config
-from picolytics.geo import GeoLocator
-from picolytics.ingest import Ingest
-from picolytics.pipeline import Pipeline
-from picolytics.visitor import SaltCache
+from picolytics.config.load import Config
+from picolytics.enrich.agents import AgentParser
+from picolytics.enrich.geo import GeoLocator
+from picolytics.enrich.visitor import SaltCache
+from picolytics.ingest.clientip import ClientIp
+from picolytics.ingest.endpoint import Ingest
+from picolytics.serve.app import create_app
+from picolytics.storage.pipeline import Pipeline
 
 DATA = Path(__file__).parent / "data"
 IPHONE = (

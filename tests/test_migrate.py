@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from picolytics import migrate
 from picolytics.errors import MigrationError
+from picolytics.storage import migrate
 
 
 def table_names(conninfo: str) -> set[str]:

@@ -16,16 +16,15 @@ from faultproxy import FaultProxy, unix_socket_of
 from starlette.testclient import TestClient
 from test_faults import AGENT
 
-from picolytics import pipeline as pipeline_module
-from picolytics.agents import AgentParser
-from picolytics.app import create_app
-from picolytics.collect import EventNames, parse_event
-from picolytics.config import Config
-from picolytics.database import with_connection_options
-from picolytics.geo import GeoLocator
-from picolytics.model import QueuedEvent
-from picolytics.pipeline import retained_bytes
-from picolytics.store import new_id
+from picolytics.config.load import Config
+from picolytics.enrich.agents import AgentParser
+from picolytics.enrich.geo import GeoLocator
+from picolytics.events import EventNames, QueuedEvent, new_id
+from picolytics.ingest.collect import parse_event
+from picolytics.serve.app import create_app
+from picolytics.storage import pipeline as pipeline_module
+from picolytics.storage.database import with_connection_options
+from picolytics.storage.pipeline import retained_bytes
 
 GEO = Path(__file__).parent / "data" / "GeoIP2-City-Test.mmdb"
 BODY_MAX = Config().body_max_size

@@ -12,10 +12,11 @@ from starlette.testclient import TestClient
 from support import CHROME_UA, query, wait_for_count
 from test_ingest_http import CLIENT_IP
 
-from picolytics.app import create_app
-from picolytics.collect import EventNames, InvalidPayload
-from picolytics.config import Config
-from picolytics.plausible import parse_plausible_event
+from picolytics.config.load import Config
+from picolytics.events import EventNames
+from picolytics.ingest.payload import InvalidPayload
+from picolytics.ingest.plausible import parse_plausible_event
+from picolytics.serve.app import create_app
 
 NAMES = EventNames(
     frozenset({"load", "engagement", "outbound", "download"}), re.compile(r"[A-Za-z ]+")

@@ -14,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import event, query, run, write
 
-from picolytics.collect import EventNames, InvalidPayload, parse_event
-from picolytics.props import MAX_KEY_BYTES, MAX_PROPS, MAX_VALUE_BYTES
+from picolytics.events import EventNames
+from picolytics.ingest.collect import parse_event
+from picolytics.ingest.payload import InvalidPayload
+from picolytics.ingest.props import MAX_KEY_BYTES, MAX_PROPS, MAX_VALUE_BYTES
 
 NAMES = EventNames(frozenset({"load", "outbound", "download"}), re.compile(r"[a-z_]+"))
 

@@ -15,10 +15,10 @@ from starlette.testclient import TestClient
 from support import query, run
 from test_cli import run_cli
 
-from picolytics.app import create_app
-from picolytics.config import Config
-from picolytics.migrate import MIGRATION_LOCK_KEY
-from picolytics.prune import PRUNE_LOCK_KEY, PruneReport, cutoff_for, prune, summary
+from picolytics.config.load import Config
+from picolytics.serve.app import create_app
+from picolytics.storage.migrate import MIGRATION_LOCK_KEY
+from picolytics.storage.prune import PRUNE_LOCK_KEY, PruneReport, cutoff_for, prune, summary
 
 NOW = datetime(2024, 3, 10, 15, 30, tzinfo=UTC)
 DAYS = 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from picolytics.ratelimit import RateLimiter
+from picolytics.ingest.ratelimit import RateLimiter
 
 
 class FakeClock:

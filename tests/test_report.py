@@ -48,11 +48,10 @@ from test_dashboard import (
     sql_panels,
 )
 
-from picolytics import migrate, report_render
-from picolytics.embedded import EmbeddedPostgres
 from picolytics.errors import NoReportDataError, ReportOptionError
-from picolytics.model import QueuedEvent
-from picolytics.report import (
+from picolytics.events import QueuedEvent
+from picolytics.report import render as report_render
+from picolytics.report.query import (
     DEFAULT_DAYS,
     Period,
     Report,
@@ -60,6 +59,8 @@ from picolytics.report import (
     report_from,
     resolve_period,
 )
+from picolytics.storage import migrate
+from picolytics.storage.embedded import EmbeddedPostgres
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 DAY = Period(date(2025, 3, 10), date(2025, 3, 10))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from picolytics.server import bind_socket
+from picolytics.serve.server import bind_socket
 
 
 def test_accepted_connections_get_tcp_nodelay() -> None:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from support import TIMEOUT, event, query, run, write
 
-from picolytics.pipeline import Pipeline
-from picolytics.store import BotHit, SiteIds
+from picolytics.events import BotHit
+from picolytics.storage.pipeline import Pipeline
+from picolytics.storage.store import SiteIds
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -1,7 +1,7 @@
 """Slow, oversized and malformed requests against the real HTTP server (DESIGN §7).
 
 Hypercorn serves the app in a thread of this process, configured by
-picolytics.server as in production except for a short read timeout (the module
+picolytics.serve.server as in production except for a short read timeout (the module
 constant, patched here), so a stalled client is seen closed within the test.
 Hypercorn's read timeout is per read: a client that trickles a byte more often than
 that is not cut by it; such clients must at least not take resources from others,
@@ -20,10 +20,11 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from picolytics import ingest, server
-from picolytics.app import create_app
-from picolytics.config import Config
-from picolytics.server import Listener, bind_all, serve_bound
+from picolytics.config.load import Config
+from picolytics.ingest import endpoint as ingest
+from picolytics.serve import server
+from picolytics.serve.app import create_app
+from picolytics.serve.server import Listener, bind_all, serve_bound
 
 READ_TIMEOUT_S = 1
 BODY = b'{"n": "load", "l": "https://example.com/slow"}'

@@ -9,7 +9,7 @@ import pytest
 from psycopg import AsyncConnection
 from support import query, run
 
-from picolytics.visitor import SaltCache, SaltUnavailableError, visitor_hash
+from picolytics.enrich.visitor import SaltCache, SaltUnavailableError, visitor_hash
 
 SALT_A = bytes(range(32))
 SALT_B = bytes(range(1, 33))

@@ -13,15 +13,18 @@ from typing import Any
 
 import click
 
-from picolytics import __version__, autotls, migrate, prune, report_render
-from picolytics.app import admin_app_for, create_app
-from picolytics.config import Config, load_config, write_default_config
-from picolytics.database import database_conninfo
+from picolytics import __version__
+from picolytics.config.load import Config, load_config, write_default_config
 from picolytics.errors import PicolyticsError, PruneBusyError, ServerError
 from picolytics.logs import configure_logging
-from picolytics.report import DEFAULT_DAYS, DEFAULT_LIMIT, report_from, resolve_period
-from picolytics.server import Listener, run
-from picolytics.supervisor import serve_workers
+from picolytics.report import render as report_render
+from picolytics.report.query import DEFAULT_DAYS, DEFAULT_LIMIT, report_from, resolve_period
+from picolytics.serve.app import admin_app_for, create_app
+from picolytics.serve.server import Listener, run
+from picolytics.serve.supervisor import serve_workers
+from picolytics.storage import migrate, prune
+from picolytics.storage.database import database_conninfo
+from picolytics.tls import autotls
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its class name when the message is empty:
+    enough for one log line, and never an IndexError of its own."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class PicolyticsError(Exception):
     """Base of every error that the CLI reports as a message instead of a traceback."""
 

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from picolytics.metrics import render
+from picolytics.serve.metrics import render
 
 # Returns None when ready, else the reason it is not.
 Readiness = Callable[[], Awaitable[str | None]]

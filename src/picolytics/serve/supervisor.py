@@ -27,12 +27,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, multiprocess
 
-from picolytics.admin import create_admin_app, readiness_reason
-from picolytics.app import SHUTDOWN_DRAIN_S, create_app
-from picolytics.config import Config
-from picolytics.metrics import enable_multiprocess, exposition_registry
-from picolytics.server import (
+from picolytics.config.load import Config
+from picolytics.serve.admin import create_admin_app, readiness_reason
+from picolytics.serve.app import create_app
+from picolytics.serve.metrics import enable_multiprocess, exposition_registry
+from picolytics.serve.server import (
     GRACEFUL_TIMEOUT_S,
+    SHUTDOWN_DRAIN_S,
     Bound,
     Listener,
     bind_all,

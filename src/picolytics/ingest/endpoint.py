@@ -21,17 +21,18 @@ from datetime import UTC, datetime
 
 from starlette.types import Message, Receive, Scope, Send
 
-from picolytics.agents import AgentParser
-from picolytics.clientip import ClientIp
-from picolytics.collect import EventNames, InvalidPayload, PageEvent, parse_event
-from picolytics.config import Config
-from picolytics.geo import GeoLocator
-from picolytics.model import QueuedEvent
-from picolytics.pipeline import Pipeline
-from picolytics.plausible import parse_plausible_event
-from picolytics.ratelimit import RateLimiter
-from picolytics.store import BotHit, new_id
-from picolytics.visitor import SaltCache, SaltUnavailableError
+from picolytics.accounting import RejectReason
+from picolytics.config.load import Config
+from picolytics.enrich.agents import AgentParser
+from picolytics.enrich.geo import GeoLocator
+from picolytics.enrich.visitor import SaltCache, SaltUnavailableError
+from picolytics.events import BotHit, EventNames, PageEvent, QueuedEvent, new_id
+from picolytics.ingest.clientip import ClientIp
+from picolytics.ingest.collect import parse_event
+from picolytics.ingest.payload import InvalidPayload
+from picolytics.ingest.plausible import parse_plausible_event
+from picolytics.ingest.ratelimit import RateLimiter
+from picolytics.storage.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ class Rejected(Exception):  # noqa: N818 - a response, not a failure
     """The request is refused: counted under `reason`, answered with `status`."""
 
     def __init__(
-        self, reason: str, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        reason: RejectReason,
+        status: int,
+        text: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ):
         super().__init__(text)
         self.reason, self.status, self.text, self.headers = reason, status, text, headers or []

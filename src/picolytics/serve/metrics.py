@@ -31,24 +31,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from picolytics import __version__
-from picolytics.pipeline import PipelineStats
+from picolytics.accounting import DROP_REASONS, PipelineStats
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# Every reason an event can be refused or lost; a fixed set keeps label values bounded.
-DROP_REASONS = (
-    "invalid",
-    "unsupported_type",
-    "too_large",
-    "too_slow",
-    "rate_limited",
-    "unknown_site",
-    "bot",
-    "queue_full",
-    "no_salt",
-    "bad_row",
-    "shutdown",
-)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 4000, 6400, 10000, 50000)
 
@@ -154,9 +140,8 @@ class Metrics:
         self.accepted.inc(stats.accepted - synced.accepted)
         self.written.inc(stats.written - synced.written)
         self.database_errors.inc(stats.database_errors - synced.database_errors)
-        for reason, count in stats.dropped.items():
-            if reason in DROP_REASONS:
-                self.dropped.labels(reason).inc(count - synced.dropped[reason])
+        for reason in DROP_REASONS:  # the closed set: a reason outside it is a type error
+            self.dropped.labels(reason).inc(stats.dropped[reason] - synced.dropped[reason])
         synced.accepted, synced.written = stats.accepted, stats.written
         synced.database_errors = stats.database_errors
         synced.dropped = stats.dropped.copy()

@@ -19,10 +19,6 @@ from typing import NoReturn
 # deeper; the margin still keeps `json` from recursing deeply.
 MAX_JSON_DEPTH = 8
 
-# C0 controls, DEL, C1 controls, and every surrogate code point: in a Python str a
-# surrogate can never be encoded as UTF-8 (json.loads already joins valid pairs into
-# one code point, so whatever surrogate is left is a lone one).
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # JSON tokens for the nesting pre-check: a string (its brackets are text, and an
 # unterminated one runs to the end, which keeps the scan linear), an opener, a closer.
 _JSON_TOKENS = re.compile(r'("[^"\\]*(?:\\.?[^"\\]*)*"?)|([\[{])|[\]}]', re.DOTALL)
@@ -36,22 +32,6 @@ class InvalidPayload(ValueError):  # noqa: N818 - the name is the agreed interfa
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def sanitize_text(value: str, max_length: int) -> str:
-    """Drop control characters and surrogates, trim whitespace, cut to max_length.
-
-    Removed, not replaced: NUL and other C0 controls, DEL, C1 controls, and surrogate
-    code points (none can be stored by PostgreSQL or encoded as UTF-8). Cutting counts
-    code points; with surrogates gone a cut can never split a character's encoding
-    (it may still split a multi-code-point grapheme such as a flag emoji).
-    """
-    if not value.isprintable():  # fast path: printable text has nothing to remove
-        value = _UNSAFE_CHARS.sub("", value)
-    value = value.strip()
-    if len(value) > max_length:
-        value = value[:max_length].rstrip()
-    return value
 
 
 def _reject_constant(_constant: str) -> NoReturn:

@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import maxminddb
 
-from picolytics.collect import sanitize_text
+from picolytics.events import UNKNOWN_LOCATION, Location
+from picolytics.text import sanitize_text
 
 logger = logging.getLogger(__name__)
 
 
 # Longest stored place name; real ones are far shorter, this only bounds bad data.
 _MAX_PLACE_LENGTH: Final = 128
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where a client address is, at most to city level (never coordinates)."""
-
-    country: str  # ISO 3166-1 alpha-2, "" if unknown
-    region: str  # subdivision name (or code if no name), "" if unknown
-    city: str  # "" if unknown
-
-
-UNKNOWN_LOCATION: Final = Location("", "", "")
 
 
 class GeoLocator:

@@ -19,8 +19,9 @@ Revenue (`$`) and anything else are ignored.
 
 from __future__ import annotations
 
-from picolytics.collect import EventNames, PageEvent, build_event, page_url
-from picolytics.payload import (
+from picolytics.events import EventNames, PageEvent
+from picolytics.ingest.collect import build_event, check_name, page_url
+from picolytics.ingest.payload import (
     InvalidPayload,
     decode_json,
     load_object,
@@ -28,7 +29,7 @@ from picolytics.payload import (
     optional_str,
     required_str,
 )
-from picolytics.urls import domain_host
+from picolytics.ingest.urls import domain_host
 
 # Plausible's names for what picolytics already has a name for.
 RENAMED = {
@@ -51,7 +52,7 @@ def parse_plausible_event(body: bytes, names: EventNames) -> PageEvent:
     """Validate a Plausible event body; raise InvalidPayload with a fixed reason."""
     payload = _short_names(load_object(body))
     raw_name = required_str(payload, "n")
-    name = names.check(RENAMED.get(raw_name, raw_name))
+    name = check_name(names, RENAMED.get(raw_name, raw_name))
     page = page_url(payload, "u")
     props = payload.get("p")
     if type(props) is str:

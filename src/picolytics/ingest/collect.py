@@ -13,46 +13,26 @@ treated as absent.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
-from picolytics.payload import (
-    MAX_JSON_DEPTH,
+from picolytics.events import EventNames, PageEvent
+from picolytics.ingest.payload import (
     InvalidPayload,
     int_in_range,
     load_object,
     number,
     optional_str,
     required_str,
-    sanitize_text,
 )
-from picolytics.props import Props, parse_props
-from picolytics.urls import (
-    MAX_HOST_LENGTH,
+from picolytics.ingest.props import parse_props
+from picolytics.ingest.urls import (
     MAX_PATH_LENGTH,
     MAX_URL_LENGTH,
-    MAX_UTM_LENGTH,
     HttpUrl,
     hash_route,
     referrer_host,
     split_http_url,
     utm_values,
 )
-
-__all__ = [
-    "MAX_HOST_LENGTH",
-    "MAX_JSON_DEPTH",
-    "MAX_NAME_LENGTH",
-    "MAX_PATH_LENGTH",
-    "MAX_TIMEZONE_LENGTH",
-    "MAX_URL_LENGTH",
-    "MAX_UTM_LENGTH",
-    "EventNames",
-    "InvalidPayload",
-    "PageEvent",
-    "parse_event",
-    "sanitize_text",
-]
+from picolytics.text import sanitize_text
 
 MAX_TIMEZONE_LENGTH = 64
 MAX_NAME_LENGTH = 120  # as Plausible's, so its custom event names fit
@@ -65,61 +45,21 @@ _MAX_PIXEL_RATIO = 16.0
 _MAX_SCROLL_PERCENT = 100
 
 
-@dataclass(frozen=True, slots=True)
-class EventNames:
-    """The event names a server accepts: a fixed set, plus an optional pattern that a
-    whole custom name must match (CUSTOM_EVENT_NAMES)."""
-
-    valid: frozenset[str]
-    custom: re.Pattern[str] | None = None
-
-    def check(self, raw: str) -> str:
-        # Refused rather than cut: a cut name could match the pattern as another name.
-        name = sanitize_text(raw, len(raw))
-        if len(name) > MAX_NAME_LENGTH:
-            raise InvalidPayload("event name is too long")
-        if name in self.valid or (self.custom is not None and self.custom.fullmatch(name)):
-            return name
+def check_name(names: EventNames, raw: str) -> str:
+    """The sanitised event name if `names` accepts it, else InvalidPayload."""
+    # Refused rather than cut: a cut name could match the pattern as another name.
+    name = sanitize_text(raw, len(raw))
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidPayload("event name is too long")
+    if not names.accepts(name):
         raise InvalidPayload("unknown event name")
-
-
-@dataclass(frozen=True, slots=True)
-class PageEvent:
-    """One validated tracker event. Text fields are sanitised; absent text is ""."""
-
-    name: str  # a configured valid name, or matches the custom pattern
-    # Host of the page URL (or the domain a Plausible client names): lowercase ASCII
-    # (IDNA), no "www.", no trailing dot, no port.
-    site: str
-    path: str  # path of the URL without query or fragment, "/" when empty, <= 1024 chars
-    referrer_host: str  # host of `r` normalised like `site`; "" if absent/invalid/same site
-    utm_source: str
-    utm_medium: str
-    utm_campaign: str
-    utm_content: str
-    utm_term: str
-    load_time_ms: int | None  # `lt`, 0..600_000
-    ttfb_ms: int | None  # `fb`, 0..600_000
-    screen_width: int | None  # `sw`, 0..100_000
-    screen_height: int | None  # `sh`, 0..100_000
-    pixel_ratio: float | None  # `pr`, 0 < pr <= 16
-    pixel_depth: int | None  # `pd`, 0..128
-    timezone: str  # `tz`, <= 64 chars
-    # "#/route" or "#!/route" when `l` uses hash routing (SPA), for every event name and
-    # not only "hashchange": the load of "/#/about" is a view of that route too. Any
-    # other fragment is dropped: in-page anchors are not pages, and fragments such as
-    # "#access_token=..." carry secrets. The route stops before "?", "&" or "=".
-    hash_path: str
-    props: Props | None = None  # custom properties (props.py), None when there are none
-    engaged_ms: int | None = None  # `e`: time the page was visible and focused, ms
-    scroll_depth: int | None = None  # `sd`: deepest scroll, percent of the page
-    interactive: bool = True  # False: the event says nothing about engagement
+    return name
 
 
 def parse_event(body: bytes, names: EventNames) -> PageEvent:
     """Validate a /p body; raise InvalidPayload with a fixed reason if it is unusable."""
     payload = load_object(body)
-    name = names.check(required_str(payload, "n"))
+    name = check_name(names, required_str(payload, "n"))
     page = page_url(payload, "l")
     return build_event(payload, name, page, site=page.host)
 

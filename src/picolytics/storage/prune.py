@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from picolytics.errors import PruneError
+from picolytics.errors import PruneError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -261,14 +261,9 @@ async def prune(
             else:
                 report = await _remove(connection, cutoff, batch_size, lock_timeout)
     except psycopg.Error as error:
-        raise PruneError(f"pruning failed: {_first_line(error)}") from None
+        raise PruneError(f"pruning failed: {first_line(error)}") from None
     log.info("prune finished: %s", "; ".join(summary(report)))
     return report
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def summary(report: PruneReport) -> list[str]:

@@ -12,7 +12,7 @@ import re
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
-from picolytics.payload import sanitize_text
+from picolytics.text import sanitize_text
 
 MAX_URL_LENGTH = 2048
 MAX_PATH_LENGTH = 1024

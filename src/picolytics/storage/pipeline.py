@@ -22,15 +22,16 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import AsyncConnection
 
-from picolytics import store
-from picolytics.model import QueuedEvent
-from picolytics.store import BotHit, SiteIds
+from picolytics.accounting import PipelineStats
+from picolytics.errors import first_line
+from picolytics.events import BotHit, QueuedEvent
+from picolytics.storage import store
+from picolytics.storage.store import SiteIds
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +57,6 @@ _DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 # Called after each written batch: events, write seconds, age of the oldest event in
 # seconds, visits opened.
 BatchObserver = Callable[[int, float, float, int], None]
-
-
-@dataclass
-class PipelineStats:
-    """Counters the metrics module exports; every event ends in exactly one of them."""
-
-    accepted: int = 0
-    written: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)  # by reason
-    batches: int = 0
-    database_errors: int = 0
-
-    def dropped_after_acceptance(self) -> int:
-        return self.dropped["bad_row"] + self.dropped["shutdown"]
 
 
 class EventQueue:
@@ -209,7 +196,7 @@ class Pipeline:
                 self.stats.database_errors += 1
                 await self._forget_connection()
                 if self.database_ok:
-                    log.warning("database write failed, retrying: %s", _first_line(error))
+                    log.warning("database write failed, retrying: %s", first_line(error))
                 self.database_ok = False
                 if self._out_of_time():
                     self.stats.dropped["shutdown"] += len(events)
@@ -292,8 +279,3 @@ def retained_bytes(event: QueuedEvent) -> int:
         page.timezone,
     )
     return EVENT_OVERHEAD_BYTES + sum(map(sys.getsizeof, strings))
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -10,14 +10,15 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
 import ua_parser
 from ua_parser import Parser
 
-from picolytics.collect import sanitize_text
+from picolytics.accounting import BotReason
+from picolytics.events import Agent, DeviceType
+from picolytics.text import sanitize_text
 
 try:  # The compiled matcher comes with the ua-parser[regex] extra; fall back if absent.
     import ua_parser_rs
@@ -26,13 +27,6 @@ except ImportError:  # pragma: no cover - the extra is a runtime dependency
 
 logger = logging.getLogger(__name__)
 
-
-BOT_REASON_EMPTY: Final = "empty_ua"
-BOT_REASON_CRAWLER: Final = "crawler_list"
-BOT_REASON_SPIDER: Final = "parser_spider"
-# Every value Agent.bot_reason can take besides None (a bounded metric label set).
-BOT_REASONS: Final[tuple[str, ...]] = (BOT_REASON_EMPTY, BOT_REASON_CRAWLER, BOT_REASON_SPIDER)
-DEVICE_TYPES: Final[tuple[str, ...]] = ("desktop", "mobile", "tablet", "bot", "other")
 
 # User agents are cut to this length before parsing and caching: real ones are far
 # shorter, and it bounds both the cache's memory and the time a hostile header costs.
@@ -66,22 +60,7 @@ _DESKTOP_OS: Final = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Agent:
-    """What a User-Agent header says about the client.
-
-    Unrecognised families are "Other" (ua-parser's word); unknown versions are "".
-    """
-
-    browser: str  # family, e.g. "Chrome"
-    browser_version: str  # major version, e.g. "120"
-    os: str  # e.g. "Windows", "Mac OS X"
-    os_version: str  # major version, e.g. "10"
-    device_type: str  # one of DEVICE_TYPES
-    bot_reason: str | None  # None for humans, else one of BOT_REASONS
-
-
-_EMPTY_AGENT: Final = Agent(_OTHER, "", _OTHER, "", "bot", BOT_REASON_EMPTY)
+_EMPTY_AGENT: Final = Agent(_OTHER, "", _OTHER, "", "bot", "empty_ua")
 
 
 def load_crawler_patterns() -> list[str]:
@@ -191,15 +170,15 @@ class AgentParser:
             bot_reason=bot_reason,
         )
 
-    def _bot_reason(self, user_agent: str, device_family: str) -> str | None:
+    def _bot_reason(self, user_agent: str, device_family: str) -> BotReason | None:
         if self._crawlers.matches(user_agent):
-            return BOT_REASON_CRAWLER
+            return "crawler_list"
         if device_family == "Spider":
-            return BOT_REASON_SPIDER
+            return "parser_spider"
         return None
 
 
-def _device_type(user_agent: str, os_family: str, device_family: str, brand: str) -> str:
+def _device_type(user_agent: str, os_family: str, device_family: str, brand: str) -> DeviceType:
     """desktop / mobile / tablet / other for a client already known not to be a bot.
 
     iPadOS Safari sends a Mac UA by default, so those iPads count as desktop.

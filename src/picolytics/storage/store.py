@@ -14,16 +14,15 @@ trips, whatever its size:
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from psycopg import AsyncConnection
 
-from picolytics.model import QueuedEvent
+from picolytics.events import BotHit, QueuedEvent, new_id
 
 Connection = AsyncConnection[tuple[object, ...]]
 
@@ -175,18 +174,6 @@ ON CONFLICT (site_id, day, reason) DO UPDATE SET hits = bot_counts.hits + EXCLUD
 
 ENSURE_PARTITIONS = "SELECT picolytics_ensure_event_partitions(%s, %s)"
 EXPIRE_VISITOR_SESSIONS = "DELETE FROM visitor_sessions WHERE last_seen_at < %s"
-
-
-@dataclass(frozen=True, slots=True)
-class BotHit:
-    site: str
-    day: date
-    reason: str
-
-
-def new_id() -> int:
-    """A random positive 63-bit id (event and session ids): no coordination needed."""
-    return random.getrandbits(63) or 1
 
 
 class SiteIds:

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import IsolationLevel
 
-from picolytics.errors import NoReportDataError, ReportError, ReportOptionError
+from picolytics.errors import NoReportDataError, ReportError, ReportOptionError, first_line
 
 DEFAULT_DAYS = 7
 MAX_DAYS = 3660
@@ -352,5 +352,6 @@ def report_from(
         with psycopg.connect(conninfo) as connection:
             return build_report(connection, period, sites, limit=limit)
     except psycopg.Error as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ReportError(f"cannot read the report from the database: {first_line}") from None
+        raise ReportError(
+            f"cannot read the report from the database: {first_line(error)}"
+        ) from None

@@ -18,15 +18,16 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from picolytics.collect import EventNames
-from picolytics.errors import ConfigError
-from picolytics.settings import (
+from picolytics.config.listen import split_listen_addr
+from picolytics.config.settings import (
     BY_KEY,
     DEFAULT_EVENT_NAMES,
     DEFAULT_TRUSTED_PROXIES,
     SETTINGS,
     Setting,
 )
+from picolytics.errors import ConfigError
+from picolytics.events import EventNames
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -109,22 +110,6 @@ class Config:
 
 
 DEFAULTS = Config()
-
-
-def split_listen_addr(value: str) -> tuple[str, int]:
-    """Split "host:port", ":port" or "[v6]:port" into host and port."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError("expected host:port, e.g. :8080 or 127.0.0.1:8080")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ValueError("port must be between 0 and 65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)
-    elif ":" in host:
-        raise ValueError("put an IPv6 address in brackets, e.g. [::1]:8080")
-    return host, port
 
 
 def _bad(setting: Setting, raw: object, why: str) -> ConfigError:

@@ -18,7 +18,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from picolytics.config import split_listen_addr
+from picolytics.config.listen import split_listen_addr
 from picolytics.errors import ListenError
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ access_log = logging.getLogger("picolytics.access")
 # Hypercorn waits forever for a slow client's request unless told otherwise.
 READ_TIMEOUT_S = 30
 GRACEFUL_TIMEOUT_S = 10.0
+# How long a stopping server may take to write what its queue still holds.
+SHUTDOWN_DRAIN_S = 15.0
 
 
 def bind_socket(

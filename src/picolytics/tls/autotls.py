@@ -40,10 +40,12 @@ from urllib.parse import quote
 import psycopg
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from picolytics import __version__, tls_store
-from picolytics.config import Config, split_listen_addr
-from picolytics.server import Listener
-from picolytics.tls_store import StoredCertificate
+from picolytics import __version__
+from picolytics.config.listen import split_listen_addr
+from picolytics.config.load import Config
+from picolytics.serve.server import Listener
+from picolytics.tls import store as tls_store
+from picolytics.tls.store import StoredCertificate
 
 if TYPE_CHECKING:
     from acme import client as acme_client

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import math
 
-from picolytics.payload import InvalidPayload, sanitize_text
+from picolytics.events import Props, PropValue
+from picolytics.ingest.payload import InvalidPayload
+from picolytics.text import sanitize_text
 
 MAX_PROPS = 30
 MAX_KEY_BYTES = 300
 MAX_VALUE_BYTES = 2000
 URL_PROP_EVENTS = frozenset({"outbound", "download"})
-
-PropValue = str | int | float | bool
-Props = dict[str, PropValue]
 
 # A UTF-8 code point is at most 4 bytes: shorter strings need no encoding to check.
 _BYTES_PER_CHAR = 4

@@ -7,7 +7,7 @@ PostgreSQL refuses to run as root, so when picolytics runs as root the server ru
 an unprivileged system user that owns the data folder.
 
 The one-file binary carries the server as an archive that is unpacked once into the
-data folder and run from there (see picolytics.pginstall for why).
+data folder and run from there (see picolytics.storage.pginstall for why).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from picolytics import pginstall
 from picolytics.errors import EmbeddedDatabaseError
+from picolytics.storage import pginstall
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class EmbeddedPostgres:
     """One PostgreSQL server in `data_dir`, started at most once per data folder."""
 
     def __init__(self, data_dir: Path, archive: Path | None = None) -> None:
-        """`archive`: a packed PostgreSQL tree (picolytics.pginstall) to unpack into the
+        """`archive`: a packed PostgreSQL tree (picolytics.storage.pginstall) to unpack into the
         data folder and run from there; by default the one-file binary's own, if frozen."""
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pgdata"

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
 
-from picolytics.config import Config
-from picolytics.embedded import embedded_database
-from picolytics.errors import ConfigError, DatabaseUnavailableError
+from picolytics.config.load import Config
+from picolytics.errors import ConfigError, DatabaseUnavailableError, first_line
+from picolytics.storage.embedded import embedded_database
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def with_connection_options(conninfo: str) -> str:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as error:
         raise ConfigError(
-            f"PGCONNSTRING (pgConnString) is not a valid connection string: {_first_line(error)}"
+            f"PGCONNSTRING (pgConnString) is not a valid connection string: {first_line(error)}"
         ) from None
     defaults: dict[str, str | int] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
@@ -58,11 +57,6 @@ def describe(conninfo: str) -> str:
     return f"{host}:{port}/{parts.get('dbname', '')}"
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def wait_for_database(
     conninfo: str, attempts: int, *, sleep: Callable[[float], None] = time.sleep
 ) -> None:
@@ -72,7 +66,7 @@ def wait_for_database(
         try:
             psycopg.connect(conninfo).close()
         except psycopg.OperationalError as error:
-            reason = _first_line(error)
+            reason = first_line(error)
             log.warning(
                 "PostgreSQL at %s not reachable (attempt %d of %d): %s",
                 describe(conninfo),
@@ -102,10 +96,3 @@ def database_conninfo(config: Config) -> Iterator[str]:
     conninfo = with_connection_options(config.database_url())
     wait_for_database(conninfo, config.pg_conn_attempts)
     yield conninfo
-
-
-def create_pool(conninfo: str, *, max_size: int = 4) -> AsyncConnectionPool:
-    """An async pool, opened by the caller (`await pool.open()`), never at import."""
-    return AsyncConnectionPool(
-        conninfo, min_size=1, max_size=max_size, open=False, name="picolytics"
-    )

@@ -17,25 +17,26 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from picolytics import store
-from picolytics.admin import create_admin_app, readiness_reason
-from picolytics.agents import AgentParser
-from picolytics.clientip import ClientIp
-from picolytics.config import Config
-from picolytics.geo import GeoLocator
-from picolytics.ingest import Ingest
-from picolytics.metrics import Metrics, exposition_registry
-from picolytics.pipeline import Pipeline
-from picolytics.prune import prune
-from picolytics.static import StaticFiles, choose_static_dir
-from picolytics.visitor import SaltCache
+from picolytics.config.load import Config
+from picolytics.enrich.agents import AgentParser
+from picolytics.enrich.geo import GeoLocator
+from picolytics.enrich.visitor import SaltCache
+from picolytics.errors import first_line
+from picolytics.ingest.clientip import ClientIp
+from picolytics.ingest.endpoint import Ingest
+from picolytics.serve.admin import create_admin_app, readiness_reason
+from picolytics.serve.metrics import Metrics, exposition_registry
+from picolytics.serve.server import SHUTDOWN_DRAIN_S
+from picolytics.serve.static import StaticFiles, choose_static_dir
+from picolytics.storage import store
+from picolytics.storage.pipeline import Pipeline
+from picolytics.storage.prune import prune
 
 log = logging.getLogger(__name__)
 
 ROBOTS_TXT = "User-agent: *\nDisallow: /\n"
 MAINTENANCE_INTERVAL_S = 60.0
 METRICS_SYNC_INTERVAL_S = 1.0
-SHUTDOWN_DRAIN_S = 15.0
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Services:
             try:
                 await self.maintain()
             except Exception as error:  # keep maintaining after outages
-                log.warning("maintenance failed, will retry: %s", str(error).splitlines()[0])
+                log.warning("maintenance failed, will retry: %s", first_line(error))
 
     async def prune_forever(self) -> None:
         """Prune at startup, then every PRUNE_CHECK_HOURS; the lock lets one server do it."""
@@ -95,7 +96,7 @@ class Services:
                 log.warning(
                     "scheduled prune failed, will retry in %d hour(s): %s",
                     hours,
-                    (str(error).splitlines() or [type(error).__name__])[0],
+                    first_line(error),
                 )
             await asyncio.sleep(hours * 3600)
 
@@ -114,8 +115,11 @@ class Services:
         finally:
             for task in background:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # A task that died of an error must not keep the queue from being drained.
+            ended = await asyncio.gather(*background, return_exceptions=True)
+            for task, outcome in zip(background, ended, strict=True):
+                if isinstance(outcome, Exception):
+                    log.error("%s had stopped: %s", task.get_name(), first_line(outcome))
             await self.pipeline.stop(SHUTDOWN_DRAIN_S)
             self.sync_metrics()
             self.geo.close()

@@ -1,0 +1,1 @@
+"""Settings: declared as data, loaded from defaults, a YAML file and the environment, validated."""

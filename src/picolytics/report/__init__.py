@@ -1,0 +1,1 @@
+"""`picolytics report`: the numbers in the terminal, as JSON or CSV."""

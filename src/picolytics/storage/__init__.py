@@ -1,0 +1,1 @@
+"""PostgreSQL: connection, embedded server, migrations, writer, sessions, pipeline, prune."""

@@ -1,0 +1,26 @@
+"""Text from clients made safe to store: one rule for every field, request or lookup."""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls, DEL, C1 controls, and every surrogate code point: in a Python str a
+# surrogate can never be encoded as UTF-8 (json.loads already joins valid pairs into
+# one code point, so whatever surrogate is left is a lone one).
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def sanitize_text(value: str, max_length: int) -> str:
+    """Drop control characters and surrogates, trim whitespace, cut to max_length.
+
+    Removed, not replaced: NUL and other C0 controls, DEL, C1 controls, and surrogate
+    code points (none can be stored by PostgreSQL or encoded as UTF-8). Cutting counts
+    code points; with surrogates gone a cut can never split a character's encoding
+    (it may still split a multi-code-point grapheme such as a flag emoji).
+    """
+    if not value.isprintable():  # fast path: printable text has nothing to remove
+        value = _UNSAFE_CHARS.sub("", value)
+    value = value.strip()
+    if len(value) > max_length:
+        value = value[:max_length].rstrip()
+    return value

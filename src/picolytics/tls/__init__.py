@@ -1,0 +1,1 @@
+"""Automatic TLS: certificates ordered over ACME, shared through PostgreSQL."""
