@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 
 from picolytics.report import query as report
+from picolytics.report import sql as report_sql
 from picolytics.storage import migrate
 
 SITES = ("bench.example", "small.example")
@@ -169,10 +170,10 @@ def explain(conninfo: str, period: report.Period, sites: list[str], show: bool) 
         "limit": report.DEFAULT_LIMIT,
     }
     queries = [
-        ("summary", report.SUMMARY),
-        ("pageviews/day", report.PAGEVIEWS_PER_DAY),
-        ("visits/day", report.VISITS_PER_DAY),
-        *report.TABLE_QUERIES,
+        ("summary", report_sql.SUMMARY),
+        ("pageviews/day", report_sql.PAGEVIEWS_PER_DAY),
+        ("visits/day", report_sql.VISITS_PER_DAY),
+        *report_sql.TABLE_QUERIES,
     ]
     with psycopg.connect(conninfo) as connection:
         for name, query in queries:
