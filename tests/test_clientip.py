@@ -1,4 +1,4 @@
-"""Client IP extraction behind proxies (DESIGN §7): spoofing from untrusted peers fails."""
+"""Client IP behind proxies (docs/guarantees.md, S5): spoofing from untrusted peers fails."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from picolytics.config.settings import DEFAULT_TRUSTED_PROXIES
+from picolytics.config import DEFAULTS, IpExtractor
 from picolytics.ingest.clientip import ClientIp, parse_address
 
-TRUSTED = [ipaddress.ip_network(cidr) for cidr in DEFAULT_TRUSTED_PROXIES]
+TRUSTED = [ipaddress.ip_network(cidr) for cidr in DEFAULTS.trusted_proxies]
 
 
 class Call:
@@ -57,7 +57,8 @@ def test_direct_ignores_forwarded_headers() -> None:
 
 
 def test_untrusted_peer_cannot_spoof() -> None:
-    for extractor in ("xff", "realip"):
+    extractors: tuple[IpExtractor, ...] = ("xff", "realip")
+    for extractor in extractors:
         extract = ClientIp(extractor, TRUSTED)
         spoofed = request(
             "198.51.100.20", [("X-Forwarded-For", "203.0.113.9"), ("X-Real-IP", "203.0.113.9")]

@@ -1,20 +1,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from picolytics.config.listen import split_listen_addr
-from picolytics.config.load import (
+from picolytics.config import (
     DEFAULTS,
     Config,
     default_config_yaml,
     load_config,
+    split_listen_addr,
     write_default_config,
 )
-from picolytics.config.settings import SETTINGS
+from picolytics.config.settings import SETTINGS  # the table itself, to test it
 from picolytics.errors import ConfigError
 
 
@@ -52,6 +53,20 @@ def test_every_setting_maps_to_a_config_field() -> None:
     assert {setting.field for setting in SETTINGS} == fields
     assert len({setting.env for setting in SETTINGS}) == len(SETTINGS)
     assert len({setting.key for setting in SETTINGS}) == len(SETTINGS)
+
+
+def test_choice_settings_accept_exactly_their_fields_literal() -> None:
+    """The validated choices are the field's Literal type, said once in choices.py."""
+    hints = get_type_hints(Config)
+    choices = {setting.field: setting.choices for setting in SETTINGS if setting.kind == "choice"}
+    assert set(choices) == {"pg_ssl_mode", "log_format", "ip_extractor", "server"}
+    for field, allowed in choices.items():
+        assert allowed == get_args(hints[field]), field
+
+
+def test_choice_values_are_case_insensitive() -> None:
+    config = load_config(None, {"SERVER": "Hypercorn", "LOG_FORMAT": "TEXT", "IP_EXTRACTOR": "XFF"})
+    assert (config.server, config.log_format, config.ip_extractor) == ("hypercorn", "text", "xff")
 
 
 def test_precedence_defaults_then_file_then_environment(tmp_path: Path) -> None:
@@ -115,6 +130,7 @@ def test_custom_event_names_are_off_unless_a_pattern_is_set() -> None:
         ({"PGSSLMODE": "sometimes"}, r"PGSSLMODE \(pgSslMode\) = 'sometimes': expected one of"),
         ({"LOG_FORMAT": "xml"}, r"LOG_FORMAT \(logFormat\) = 'xml'"),
         ({"IP_EXTRACTOR": "forwarded"}, r"IP_EXTRACTOR \(ipExtractor\) = 'forwarded'"),
+        ({"SERVER": "gunicorn"}, r"SERVER \(server\) = 'gunicorn': expected one of hypercorn, uv"),
         ({"TRUSTED_PROXIES": "10.0.0.0/8,not-a-net"}, r"TRUSTED_PROXIES .*'not-a-net': not a CIDR"),
         ({"ROOT_REDIRECT": "example.com"}, r"ROOT_REDIRECT .*absolute http"),
         ({"ROOT_REDIRECT": "javascript:alert(1)"}, r"ROOT_REDIRECT"),

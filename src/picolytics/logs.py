@@ -11,6 +11,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from picolytics.config import LogFormat
+
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({})))
 
 
@@ -32,7 +34,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(log_format: str, debug: bool) -> None:
+def configure_logging(log_format: LogFormat, debug: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

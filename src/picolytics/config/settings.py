@@ -3,13 +3,16 @@
 One `Setting` per configuration value: the field of `Config` it fills, the environment
 variable and YAML key users already know from the original picolytics, its kind and
 bounds, and the one-line help that `--write-default-config` writes next to it.
-`config.py` turns these declarations into a validated, frozen `Config`.
+This module is only data: `load` and `validate` turn it into a frozen `Config`, and
+`template` writes it out as the commented default config file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from picolytics.config.choices import IP_EXTRACTORS, LOG_FORMATS, SERVER_NAMES, SSL_MODES
 
 Kind = Literal["str", "int", "float", "bool", "list", "choice"]
 
@@ -47,7 +50,7 @@ class Setting:
     help: str
     minimum: float | None = None
     maximum: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # for kind "choice": get_args of a Literal in choices.py
     secret: bool = False
 
 
@@ -73,7 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
         "pgSslMode",
         "choice",
         "PostgreSQL SSL mode",
-        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        choices=SSL_MODES,
     ),
     Setting(
         "pg_conn_attempts",
@@ -112,7 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
         "logFormat",
         "choice",
         "Log line format",
-        choices=("json", "text"),
+        choices=LOG_FORMATS,
     ),
     Setting(
         "root_redirect",
@@ -242,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
         "ipExtractor",
         "choice",
         "How to find the client IP: the direct peer, X-Forwarded-For or X-Real-IP",
-        choices=("direct", "xff", "realip"),
+        choices=IP_EXTRACTORS,
     ),
     Setting(
         "trusted_proxies",
@@ -311,7 +314,7 @@ SETTINGS: tuple[Setting, ...] = (
         "server",
         "choice",
         "HTTP server of the public port: hypercorn, or uvicorn (faster; pip extra [uvicorn])",
-        choices=("hypercorn", "uvicorn"),
+        choices=SERVER_NAMES,
     ),
     Setting(
         "workers",
@@ -351,4 +354,6 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+# Lookups by YAML key (reading a file) and by Config field (naming a bad value).
 BY_KEY = {setting.key: setting for setting in SETTINGS}
+BY_FIELD = {setting.field: setting for setting in SETTINGS}

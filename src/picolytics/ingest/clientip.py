@@ -12,6 +12,8 @@ import functools
 import ipaddress
 from collections.abc import Sequence
 
+from picolytics.config import IpExtractor
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -37,7 +39,7 @@ def parse_address(text: str) -> Address | None:
 
 
 class ClientIp:
-    def __init__(self, extractor: str, trusted: Sequence[Network]) -> None:
+    def __init__(self, extractor: IpExtractor, trusted: Sequence[Network]) -> None:
         self.extractor = extractor
         self.trusted = tuple(trusted)
         self.is_trusted = functools.lru_cache(maxsize=4096)(self._is_trusted)

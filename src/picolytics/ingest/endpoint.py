@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from starlette.types import Message, Receive, Scope, Send
 
 from picolytics.accounting import RejectReason
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache, SaltUnavailableError

@@ -18,7 +18,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from picolytics.config.listen import split_listen_addr
+from picolytics.config import ServerName, split_listen_addr
 from picolytics.errors import ListenError
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Listener:
     listen_addr: str
     name: str
     reuse_port: bool = False
-    server: str = "hypercorn"  # or "uvicorn" (SERVER setting, public listener only)
+    server: ServerName = "hypercorn"  # the SERVER setting, public listener only
     ssl_context: ssl.SSLContext | None = None  # HTTPS (AUTOTLS), Hypercorn only
 
 
