@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache
@@ -28,7 +28,7 @@ from picolytics.serve.admin import create_admin_app, readiness_reason
 from picolytics.serve.metrics import Metrics, exposition_registry
 from picolytics.serve.server import SHUTDOWN_DRAIN_S
 from picolytics.serve.static import StaticFiles, choose_static_dir
-from picolytics.storage import store
+from picolytics.storage.maintenance import maintain
 from picolytics.storage.pipeline import Pipeline
 from picolytics.storage.prune import prune
 
@@ -57,8 +57,16 @@ class Services:
         )
 
     async def sync_metrics_forever(self) -> None:
+        failing = False
         while True:
-            self.sync_metrics()
+            try:
+                self.sync_metrics()
+            except Exception as error:  # e.g. a full multiprocess metrics folder: retry
+                if not failing:  # once per outage, not every second
+                    log.warning("metrics sync failed, will retry: %s", first_line(error))
+                failing = True
+            else:
+                failing = False
             await asyncio.sleep(METRICS_SYNC_INTERVAL_S)
 
     async def readiness(self) -> str | None:
@@ -76,7 +84,7 @@ class Services:
         now = datetime.now(UTC)
         async with await AsyncConnection.connect(self.conninfo, autocommit=True) as connection:
             await self.salts.refresh(connection, now)
-            await store.maintain(connection, now, self.pipeline.session_timeout)
+            await maintain(connection, now, self.pipeline.session_timeout)
 
     async def maintain_forever(self) -> None:
         while True:

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, multiprocess
 
-from picolytics.config.load import Config
+from picolytics.config import Config
+from picolytics.errors import first_line
 from picolytics.serve.admin import create_admin_app, readiness_reason
 from picolytics.serve.app import create_app
 from picolytics.serve.metrics import enable_multiprocess, exposition_registry
@@ -134,7 +135,12 @@ async def _supervise(supervisor: Supervisor, admin: Bound) -> bool:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RESTART_DELAY_S)
-        supervisor.replace_dead_workers()
+        try:
+            supervisor.replace_dead_workers()
+        except Exception as error:  # e.g. fork refused (EAGAIN): retry, and never skip stop()
+            log.error(  # noqa: TRY400 - one line per attempt, not a traceback
+                "cannot start a worker, will retry: %s", first_line(error)
+            )
     clean = await supervisor.stop()
     if admin_task is not None:
         await admin_task

@@ -1,1 +1,2 @@
-"""PostgreSQL: connection, embedded server, migrations, writer, sessions, pipeline, prune."""
+"""PostgreSQL: connection, embedded server, migrations, the batch writer and its sites
+and sessions, the queue in front of it, maintenance, prune."""

@@ -1,4 +1,4 @@
-"""Reaching PostgreSQL: which database, waiting for it at startup, the connection pool."""
+"""Reaching PostgreSQL: which database, its connection options, waiting for it at startup."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.errors import ConfigError, DatabaseUnavailableError, first_line
 from picolytics.storage.embedded import embedded_database
 

@@ -1,13 +1,15 @@
-"""The bounded queue between request handlers and the database, and its one writer.
+"""Between request handlers and the database: the event queue and its one writer task.
 
-Handlers only `offer` events: a full queue is refused at once (the handler answers
-503), so memory stays bounded and nothing waits on the database. The writer takes
-batches of up to BATCH_MAX_SIZE events or BATCH_MAX_MSEC of waiting, and writes each
-in one transaction. On a connection failure it keeps the batch and retries with
-capped exponential backoff and full jitter; writes are idempotent, so a retry after
-an unknown commit outcome duplicates nothing. A batch that PostgreSQL rejects for
-its data is split until the bad rows are isolated; they alone are dropped and counted.
-On shutdown the writer drains the queue within a deadline.
+Handlers only `offer` events: a full queue (event_queue.py) is refused at once (the
+handler answers 503), so memory stays bounded and nothing waits on the database. The
+writer takes batches of up to BATCH_MAX_SIZE events or BATCH_MAX_MSEC of waiting, and
+writes each in one transaction (writer.py). On a connection failure it keeps the
+batch and retries with capped exponential backoff and full jitter; writes are
+idempotent, so a retry after an unknown commit outcome duplicates no event. A batch
+that cannot be written for its rows (PostgreSQL rejects them, or psycopg cannot
+encode them) is split until the bad rows are isolated; they alone are dropped and
+counted. No error ends the writer before shutdown, when it drains the queue within
+a deadline.
 
 Accounting always holds: accepted = written + queued + dropped after acceptance.
 """
@@ -18,9 +20,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -30,8 +31,9 @@ from psycopg import AsyncConnection
 from picolytics.accounting import PipelineStats
 from picolytics.errors import first_line
 from picolytics.events import BotHit, QueuedEvent
-from picolytics.storage import store
-from picolytics.storage.store import SiteIds
+from picolytics.storage.event_queue import EventQueue
+from picolytics.storage.sites import SiteIds
+from picolytics.storage.writer import prepare_connection, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -46,74 +48,16 @@ STATEMENT_TIMEOUT = "30s"
 # abandoned (psycopg cancels it, or closes the connection) and retried.
 WRITE_TIMEOUT_S = 60.0
 _IDLE_POLL_S = 0.5
-# What a queued event holds besides its page's strings (the objects, numbers, time,
-# location), measured with tracemalloc (tests/test_fuzz_ingest.py checks the bound).
-EVENT_OVERHEAD_BYTES = 1024
 
-# Errors caused by the rows themselves: retrying the same rows can never succeed.
+# Errors of the database or of the way to it: the same rows may well succeed later.
+_TRANSIENT_ERRORS = (psycopg.Error, TimeoutError)
+# Errors PostgreSQL raises for the rows themselves: retrying them can never succeed.
 _DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
 
 # Called after each written batch: events, write seconds, age of the oldest event in
 # seconds, visits opened.
 BatchObserver = Callable[[int, float, float, int], None]
-
-
-class EventQueue:
-    """A FIFO bounded by count and by bytes that wakes the writer once per batch.
-
-    An asyncio.Queue would wake the waiting writer for every single event; here the
-    writer sleeps until a batch is full or its wait is over.
-    """
-
-    def __init__(self, maxsize: int, max_bytes: int | None, batch_size: int) -> None:
-        self.maxsize = maxsize
-        self.max_bytes = max_bytes
-        self.batch_size = batch_size
-        self.queued_bytes = 0
-        self._items: deque[tuple[QueuedEvent, int]] = deque()
-        self._arrived = asyncio.Event()  # the queue is not empty
-        self._batch_full = asyncio.Event()  # a whole batch is waiting
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    def put(self, event: QueuedEvent) -> bool:
-        size = retained_bytes(event)
-        if len(self._items) >= self.maxsize or (
-            self.max_bytes is not None and self.queued_bytes + size > self.max_bytes
-        ):
-            return False
-        self._items.append((event, size))
-        self.queued_bytes += size
-        if len(self._items) == 1:
-            self._arrived.set()
-        if len(self._items) >= self.batch_size:
-            self._batch_full.set()
-        return True
-
-    async def get_batch(self, batch_wait_s: float, idle_s: float, hurry: bool) -> list[QueuedEvent]:
-        """Up to batch_size events: waits idle_s for a first one, then up to batch_wait_s
-        for a full batch (not at all when hurrying, e.g. while shutting down)."""
-        if not self._items:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), idle_s)
-            if not self._items:
-                return []
-        if len(self._items) < self.batch_size and not hurry:
-            self._batch_full.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._batch_full.wait(), batch_wait_s)
-        batch: list[QueuedEvent] = []
-        for _ in range(min(self.batch_size, len(self._items))):
-            event, size = self._items.popleft()
-            self.queued_bytes -= size
-            batch.append(event)
-        if not self._items:
-            self._arrived.clear()
-        if len(self._items) < self.batch_size:
-            self._batch_full.clear()
-        return batch
 
 
 class Pipeline:
@@ -143,6 +87,7 @@ class Pipeline:
         self._stopping = False
         self._give_up_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._observer_failed = False
 
     # -- the request side: never blocks, never touches the database ---------------
     def offer(self, event: QueuedEvent) -> bool:
@@ -163,18 +108,24 @@ class Pipeline:
         """Write what is queued, giving up after deadline_s; then close the connection."""
         self._stopping = True
         self._give_up_at = time.monotonic() + deadline_s
+        self.queue.hurry()
+        why = "shutdown deadline passed"
         if self._task is not None:
-            await self._task
-        if self._connection is not None:
-            await self._connection.close()
+            # A writer that died anyway must not keep the connection open or leave the
+            # queued events uncounted.
+            (ended,) = await asyncio.gather(self._task, return_exceptions=True)
+            if isinstance(ended, Exception):
+                log.error("the writer had stopped: %s", first_line(ended))
+                why = "the writer had stopped"
+        await self._forget_connection()
         lost = self.queue.qsize()
         if lost:
             self.stats.dropped["shutdown"] += lost
-            log.error("shutdown deadline passed: %d accepted event(s) were not written", lost)
+            log.error("%s: %d accepted event(s) were not written", why, lost)
 
     async def _run(self) -> None:
         while True:
-            batch = await self.queue.get_batch(self.batch_wait_s, _IDLE_POLL_S, self._stopping)
+            batch = await self.queue.get_batch(self.batch_wait_s, _IDLE_POLL_S)
             if batch or self._bots:
                 await self._write(batch)
             elif self._stopping:
@@ -192,7 +143,7 @@ class Pipeline:
         while True:
             try:
                 await self._write_isolating(events, bots)
-            except (psycopg.Error, TimeoutError) as error:
+            except _TRANSIENT_ERRORS as error:
                 self.stats.database_errors += 1
                 await self._forget_connection()
                 if self.database_ok:
@@ -218,36 +169,67 @@ class Pipeline:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 connection = await self._get_connection()
                 started = time.monotonic()
-                opened = await store.write_batch(
+                opened = await write_batch(
                     connection, self._sites, events, bots, self.session_timeout
                 )
         except _DATA_ERRORS as error:
-            if len(events) <= 1:
-                self.stats.dropped["bad_row"] += len(events)
-                log.warning("dropped an event PostgreSQL rejected (%s)", error.sqlstate)
-                if bots:
-                    await self._write_isolating([], bots)
-                return
-            middle = len(events) // 2
-            await self._write_isolating(events[:middle], bots)
-            await self._write_isolating(events[middle:], Counter())
+            await self._isolate(events, bots, f"PostgreSQL error {error.sqlstate}")
+            return
+        except _TRANSIENT_ERRORS:
+            raise
+        except Exception as error:  # any other error is the rows' (see _isolate)
+            await self._isolate(events, bots, type(error).__name__)
             return
         self.stats.written += len(events)
         self.stats.batches += 1
         if self.on_batch is not None and events:
             oldest = min(event.received_at for event in events)
-            self.on_batch(
+            self._observe(
                 len(events),
                 time.monotonic() - started,
                 (datetime.now(UTC) - oldest).total_seconds(),
                 opened,
             )
 
+    async def _isolate(
+        self, events: Sequence[QueuedEvent], bots: Counter[BotHit], cause: str
+    ) -> None:
+        """Split what failed for its rows until each bad event fails alone, and drop it.
+
+        Besides PostgreSQL's own data errors, this takes any error that is neither the
+        database's nor a timeout: psycopg failing to encode a row (a lone surrogate the
+        sanitiser missed), or a bug. Either way, retrying the same rows would fail
+        forever; isolating loses only the events that fail on their own, and the
+        writer lives on. The cause is an error code or class, never the message: that
+        may quote the event's data.
+        """
+        if len(events) > 1:
+            middle = len(events) // 2
+            await self._write_isolating(events[:middle], bots)
+            await self._write_isolating(events[middle:], Counter())
+        elif events:
+            self.stats.dropped["bad_row"] += 1
+            log.warning("dropped an event that could not be written (%s)", cause)
+            if bots:
+                await self._write_isolating([], bots)
+        elif bots:  # the bot counts alone failed: nothing accepted is lost
+            log.warning("dropped bot counts that could not be written (%s)", cause)
+
+    def _observe(self, events: int, write_s: float, age_s: float, opened: int) -> None:
+        """Tell on_batch; its failure (a bug in the metrics) must not end the writer."""
+        assert self.on_batch is not None
+        try:
+            self.on_batch(events, write_s, age_s, opened)
+        except Exception:
+            if not self._observer_failed:  # once, not for every batch
+                log.exception("the batch observer failed; writing goes on")
+            self._observer_failed = True
+
     async def _get_connection(self) -> AsyncConnection[tuple[object, ...]]:
         if self._connection is None or self._connection.closed:
             connection = await AsyncConnection.connect(self.conninfo, autocommit=True)
             try:
-                await store.prepare_connection(connection, STATEMENT_TIMEOUT)
+                await prepare_connection(connection, STATEMENT_TIMEOUT)
             except BaseException:  # a timeout too: never leave it open behind us
                 with contextlib.suppress(psycopg.Error):
                     await connection.close()
@@ -260,22 +242,3 @@ class Pipeline:
             with contextlib.suppress(psycopg.Error):
                 await self._connection.close()
             self._connection = None
-
-
-def retained_bytes(event: QueuedEvent) -> int:
-    """An upper bound of the memory a queued event holds (its strings are its own)."""
-    page = event.page
-    strings = (
-        page.name,
-        page.site,
-        page.path,
-        page.hash_path,
-        page.referrer_host,
-        page.utm_source,
-        page.utm_medium,
-        page.utm_campaign,
-        page.utm_content,
-        page.utm_term,
-        page.timezone,
-    )
-    return EVENT_OVERHEAD_BYTES + sum(map(sys.getsizeof, strings))

@@ -1,0 +1,103 @@
+"""The bounded queue between request handlers and the writer: bounded by count and by
+the bytes its events hold, so a flood cannot grow memory past the bound.
+
+`put` never waits: a full queue refuses at once and the handler answers 503. The
+writer takes whole batches and is woken once per batch, not once per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections import deque
+
+from picolytics.events import QueuedEvent
+
+# What a queued event holds besides its page's strings (the objects, numbers, time,
+# location), measured with tracemalloc (tests/test_overload.py checks the bound).
+EVENT_OVERHEAD_BYTES = 1024
+
+
+class EventQueue:
+    """A FIFO bounded by count and by bytes that wakes the writer once per batch.
+
+    An asyncio.Queue would wake the waiting writer for every single event; here the
+    writer sleeps until a batch is full or its wait is over.
+    """
+
+    def __init__(self, maxsize: int, max_bytes: int | None, batch_size: int) -> None:
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.batch_size = batch_size
+        self.queued_bytes = 0
+        self._items: deque[tuple[QueuedEvent, int]] = deque()
+        self._arrived = asyncio.Event()  # the queue is not empty
+        self._batch_full = asyncio.Event()  # a whole batch is waiting
+        self._hurrying = False
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put(self, event: QueuedEvent) -> bool:
+        size = retained_bytes(event)
+        if len(self._items) >= self.maxsize or (
+            self.max_bytes is not None and self.queued_bytes + size > self.max_bytes
+        ):
+            return False
+        self._items.append((event, size))
+        self.queued_bytes += size
+        if len(self._items) == 1:
+            self._arrived.set()
+        if len(self._items) >= self.batch_size:
+            self._batch_full.set()
+        return True
+
+    def hurry(self) -> None:
+        """Hand out batches at once from now on, without waiting for them to fill, and
+        wake a get_batch that is waiting (at shutdown: BATCH_MAX_MSEC may well be longer
+        than the drain deadline)."""
+        self._hurrying = True
+        self._batch_full.set()
+
+    async def get_batch(self, batch_wait_s: float, idle_s: float) -> list[QueuedEvent]:
+        """Up to batch_size events: waits idle_s for a first one, then up to batch_wait_s
+        for a full batch (not at all once hurrying)."""
+        if not self._items:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), idle_s)
+            if not self._items:
+                return []
+        if len(self._items) < self.batch_size and not self._hurrying:
+            self._batch_full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._batch_full.wait(), batch_wait_s)
+        batch: list[QueuedEvent] = []
+        for _ in range(min(self.batch_size, len(self._items))):
+            event, size = self._items.popleft()
+            self.queued_bytes -= size
+            batch.append(event)
+        if not self._items:
+            self._arrived.clear()
+        if len(self._items) < self.batch_size:
+            self._batch_full.clear()
+        return batch
+
+
+def retained_bytes(event: QueuedEvent) -> int:
+    """An upper bound of the memory a queued event holds (its strings are its own)."""
+    page = event.page
+    strings = (
+        page.name,
+        page.site,
+        page.path,
+        page.hash_path,
+        page.referrer_host,
+        page.utm_source,
+        page.utm_medium,
+        page.utm_campaign,
+        page.utm_content,
+        page.utm_term,
+        page.timezone,
+    )
+    return EVENT_OVERHEAD_BYTES + sum(map(sys.getsizeof, strings))

@@ -1,0 +1,245 @@
+"""Writing one batch of events: one transaction, a constant number of round trips.
+
+Whatever the batch's size:
+  1. sites: insert unknown domains (only when the in-memory cache misses; sites.py);
+  2. sessions: one INSERT ... ON CONFLICT on visitor_sessions assigns every visitor of
+     the batch its session (sessions.py);
+  3. COPY the enriched events into a temporary staging table;
+  4. one statement inserts the staged events (ON CONFLICT DO NOTHING, so a retried
+     batch adds nothing twice) and folds only the rows really inserted into the
+     session aggregates, so retries are idempotent end to end;
+  5. bot counts, when the batch saw bots.
+So events and sessions are safe to retry after any failure, even when the commit's
+outcome is unknown; bot counts are plain sums, which such a retry may add twice.
+When to retry is the pipeline's call (pipeline.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import cast
+
+from psycopg import AsyncConnection
+
+from picolytics.events import BotHit, QueuedEvent
+from picolytics.storage.sessions import assign_sessions
+from picolytics.storage.sites import SiteIds
+
+Connection = AsyncConnection[tuple[object, ...]]
+
+# The staging table's columns, in the order `_staging_row` gives its values: the table
+# and the binary COPY's types both come from this one list.
+STAGING_COLUMNS = (
+    ("site_id", "int4"),
+    ("received_at", "timestamptz"),
+    ("event_id", "int8"),
+    ("session_id", "int8"),
+    ("visitor_id", "int8"),
+    ("name", "text"),
+    ("path", "text"),
+    ("referrer_host", "text"),
+    ("load_time_ms", "int4"),
+    ("ttfb_ms", "int4"),
+    ("is_pageview", "bool"),
+    ("is_engagement", "bool"),
+    ("utm_source", "text"),
+    ("utm_medium", "text"),
+    ("utm_campaign", "text"),
+    ("utm_content", "text"),
+    ("utm_term", "text"),
+    ("country", "text"),
+    ("region", "text"),
+    ("city", "text"),
+    ("browser", "text"),
+    ("browser_version", "text"),
+    ("os", "text"),
+    ("os_version", "text"),
+    ("device_type", "text"),
+    ("screen_width", "int4"),
+    ("screen_height", "int4"),
+    ("timezone", "text"),
+    ("engaged_ms", "int4"),
+    ("scroll_depth", "int2"),
+    ("props", "jsonb"),
+)
+CREATE_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS picolytics_staging ("
+    + ", ".join(f"{column} {type_}" for column, type_ in STAGING_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+STAGING_TYPES = [type_ for _, type_ in STAGING_COLUMNS]
+COPY_STAGING = "COPY picolytics_staging FROM STDIN (FORMAT BINARY)"
+
+# For the whole session (not only one transaction): SET cannot take a parameter.
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+# The planner cannot estimate the batch's CTEs and picks a nested loop that is
+# quadratic in the batch size; hash and merge joins are always right here.
+DISABLE_NESTED_LOOPS = "SET enable_nestloop = off"
+
+# Only events inserted now (not already present from an earlier try) reach the
+# session aggregates; session details come from each session's first new event.
+# Returns the number of sessions opened (rows inserted rather than updated).
+INSERT_EVENTS_AND_SESSIONS = """
+WITH inserted AS (
+    INSERT INTO events (site_id, received_at, event_id, session_id, visitor_id, name, path,
+                        referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props)
+    SELECT site_id, received_at, event_id, session_id, visitor_id, name, path,
+           referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props
+    FROM picolytics_staging
+    ON CONFLICT DO NOTHING
+    RETURNING site_id, received_at, event_id
+), fresh AS (
+    SELECT s.* FROM picolytics_staging s JOIN inserted USING (site_id, received_at, event_id)
+), totals AS (
+    SELECT site_id, session_id, min(visitor_id) AS visitor_id,
+           min(received_at) AS started_at, max(received_at) AS last_seen_at,
+           count(*) FILTER (WHERE is_pageview) AS pageviews, count(*) AS events,
+           bool_or(is_engagement) AS engaged,
+           coalesce((array_agg(path ORDER BY received_at)
+                     FILTER (WHERE is_pageview))[1], '') AS entry_path,
+           coalesce((array_agg(path ORDER BY received_at DESC)
+                     FILTER (WHERE is_pageview))[1], '') AS exit_path
+    FROM fresh GROUP BY site_id, session_id
+), firsts AS (
+    SELECT DISTINCT ON (site_id, session_id) *
+    FROM fresh ORDER BY site_id, session_id, is_pageview DESC, received_at
+), upserted AS (
+INSERT INTO sessions AS s (
+    site_id, session_id, visitor_id, started_at, last_seen_at, pageviews, events, engaged,
+    entry_path, exit_path, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
+    utm_term, country, region, city, browser, browser_version, os, os_version, device_type,
+    screen_width, screen_height, timezone)
+SELECT t.site_id, t.session_id, t.visitor_id, t.started_at, t.last_seen_at, t.pageviews,
+       t.events, t.engaged, t.entry_path, t.exit_path, f.referrer_host, f.utm_source,
+       f.utm_medium, f.utm_campaign, f.utm_content, f.utm_term, f.country, f.region, f.city,
+       f.browser, f.browser_version, f.os, f.os_version, f.device_type, f.screen_width,
+       f.screen_height, f.timezone
+FROM totals t JOIN firsts f USING (site_id, session_id)
+ORDER BY t.site_id, t.session_id
+ON CONFLICT (site_id, session_id) DO UPDATE SET
+    started_at = LEAST(s.started_at, EXCLUDED.started_at),
+    last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+    pageviews = s.pageviews + EXCLUDED.pageviews,
+    events = s.events + EXCLUDED.events,
+    engaged = s.engaged OR EXCLUDED.engaged,
+    entry_path = CASE WHEN EXCLUDED.entry_path <> ''
+                       AND (s.entry_path = '' OR EXCLUDED.started_at < s.started_at)
+                      THEN EXCLUDED.entry_path ELSE s.entry_path END,
+    exit_path = CASE WHEN EXCLUDED.exit_path <> '' AND EXCLUDED.last_seen_at >= s.last_seen_at
+                     THEN EXCLUDED.exit_path ELSE s.exit_path END
+RETURNING xmax = 0 AS opened
+)
+SELECT count(*) FILTER (WHERE opened) FROM upserted
+"""
+
+ADD_BOT_COUNTS = """
+INSERT INTO bot_counts (site_id, day, reason, hits)
+SELECT * FROM unnest(%s::integer[], %s::date[], %s::text[], %s::bigint[]) ORDER BY 1, 2, 3
+ON CONFLICT (site_id, day, reason) DO UPDATE SET hits = bot_counts.hits + EXCLUDED.hits
+"""
+
+
+def _staging_row(
+    site_id: int, visitor_id: int, session_id: int, event: QueuedEvent
+) -> tuple[object, ...]:
+    page, location, agent = event.page, event.location, event.agent
+    return (
+        site_id,
+        event.received_at,
+        event.event_id,
+        session_id,
+        visitor_id,
+        page.name,
+        event.path,
+        page.referrer_host,
+        page.load_time_ms,
+        page.ttfb_ms,
+        event.is_pageview,
+        event.is_engagement,
+        page.utm_source,
+        page.utm_medium,
+        page.utm_campaign,
+        page.utm_content,
+        page.utm_term,
+        location.country,
+        location.region,
+        location.city,
+        agent.browser,
+        agent.browser_version,
+        agent.os,
+        agent.os_version,
+        agent.device_type,
+        page.screen_width,
+        page.screen_height,
+        page.timezone,
+        page.engaged_ms,
+        page.scroll_depth,
+        page.props,
+    )
+
+
+async def write_batch(
+    connection: Connection,
+    sites: SiteIds,
+    events: Sequence[QueuedEvent],
+    bots: dict[BotHit, int],
+    timeout: timedelta,
+) -> int:
+    """Write events (and bot counts) in one transaction; retrying after any failure
+    writes no event twice.
+
+    The connection must have been set up by `prepare_connection`. Returns the number
+    of visits opened.
+    """
+    try:
+        opened = await _write_in_transaction(connection, sites, events, bots, timeout)
+    except BaseException:
+        sites.rolled_back()
+        raise
+    sites.committed()
+    return opened
+
+
+async def _write_in_transaction(
+    connection: Connection,
+    sites: SiteIds,
+    events: Sequence[QueuedEvent],
+    bots: dict[BotHit, int],
+    timeout: timedelta,
+) -> int:
+    opened = 0
+    async with connection.transaction():
+        await sites.ensure(
+            connection, [event.page.site for event in events] + [hit.site for hit in bots]
+        )
+        if events:
+            assigned = await assign_sessions(connection, sites, events, timeout)
+            async with connection.cursor().copy(COPY_STAGING) as copy:
+                copy.set_types(STAGING_TYPES)
+                for row in assigned:
+                    await copy.write_row(_staging_row(*row))
+            cursor = await connection.execute(INSERT_EVENTS_AND_SESSIONS)
+            counted = await cursor.fetchone()
+            opened = cast(int, counted[0]) if counted else 0
+        if bots:
+            hits = sorted(
+                bots.items(), key=lambda item: (item[0].site, item[0].day, item[0].reason)
+            )
+            await connection.execute(
+                ADD_BOT_COUNTS,
+                (
+                    [sites.get(hit.site) for hit, _ in hits],
+                    [hit.day for hit, _ in hits],
+                    [hit.reason for hit, _ in hits],
+                    [count for _, count in hits],
+                ),
+            )
+    return opened
+
+
+async def prepare_connection(connection: Connection, statement_timeout: str) -> None:
+    """Session settings and the staging table a writer connection needs."""
+    await connection.execute(SET_STATEMENT_TIMEOUT, (statement_timeout,))
+    await connection.execute(DISABLE_NESTED_LOOPS)
+    await connection.execute(CREATE_STAGING)
