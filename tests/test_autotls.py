@@ -19,10 +19,8 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -39,16 +37,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers.database import query
+from helpers.processes import RunningServer, free_port, server_process
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from starlette.types import Receive, Scope, Send
-from support import free_port, query
 
-from picolytics.config.load import Config, load_config
+from picolytics.config import Config, load_config
 from picolytics.errors import ConfigError
 from picolytics.serve.server import Listener, bind_all, serve_bound
-from picolytics.tls import autotls
 from picolytics.tls import store as tls_store
+from picolytics.tls.challenge_app import ChallengeApp
+from picolytics.tls.endpoints import autotls_endpoints
+from picolytics.tls.ordering import (
+    LETS_ENCRYPT_PRODUCTION,
+    LETS_ENCRYPT_STAGING,
+    directory_url,
+    failure_reason,
+)
+from picolytics.tls.renewal import CertificateManager
+from picolytics.tls.timing import Timing
 
 T = TypeVar("T")
 PEBBLE = shutil.which("pebble")
@@ -58,7 +66,7 @@ needs_pebble = pytest.mark.skipif(
 HOST = "localhost"
 DEADLINE_S = 30
 # Short waits so the background loop reacts within the test; not timing assertions.
-FAST = autotls.Timing(
+FAST = Timing(
     check_interval=timedelta(seconds=0.2),
     wait_for_other=timedelta(seconds=0.2),
     retry_min=timedelta(seconds=0.5),
@@ -238,6 +246,16 @@ def serving(listeners: list[Listener]) -> Iterator[None]:
     assert not failures, failures
 
 
+def build(config: Config, conninfo: str) -> tuple[CertificateManager, list[Listener]]:
+    """The listeners `picolytics serve` builds from the endpoints (cli.py), serving
+    `hello` as the public app."""
+    tls = autotls_endpoints(config, conninfo, FAST)
+    return tls.manager, [
+        Listener(hello, tls.https_addr, "public", ssl_context=tls.ssl_context),
+        Listener(tls.challenge_app, tls.http_addr, "HTTP (ACME challenges)"),
+    ]
+
+
 def autotls_config(pebble: Pebble, https_port: int, **extra: str) -> Config:
     return load_config(
         None,
@@ -282,13 +300,14 @@ def names(certificate: x509.Certificate) -> list[str]:
 # -- the tests ---------------------------------------------------------------------------
 
 
+@pytest.mark.external
 @needs_pebble
 def test_obtains_serves_redirects_and_renews_without_dropping_connections(
     pebble: Pebble, migrated_database: str
 ) -> None:
     https_port = free_port()
     config = autotls_config(pebble, https_port)
-    manager, listeners = autotls.build(config, migrated_database, hello, FAST)
+    manager, listeners = build(config, migrated_database)
     assert manager.current is None  # nothing stored yet
     with serving(listeners):
         first = _wait_for(
@@ -353,6 +372,7 @@ def test_obtains_serves_redirects_and_renews_without_dropping_connections(
         assert stored.not_after > datetime.now(UTC) + timedelta(days=30)
 
 
+@pytest.mark.external
 @needs_pebble
 def test_two_instances_share_one_order(pebble: Pebble, migrated_database: str) -> None:
     """Two managers on one database: the advisory lock lets one order; the other waits
@@ -360,9 +380,9 @@ def test_two_instances_share_one_order(pebble: Pebble, migrated_database: str) -
     wins the lock, its challenge answer reaches the CA through the database."""
     https_port = free_port()
     config = autotls_config(pebble, https_port)
-    first, listeners = autotls.build(config, migrated_database, hello, FAST)
-    second = autotls.CertificateManager.from_config(config, migrated_database, FAST)
-    alongside = Listener(autotls.ChallengeApp(second, 443), "127.0.0.1:0", "second instance")
+    first, listeners = build(config, migrated_database)
+    second = CertificateManager.from_config(config, migrated_database, FAST)
+    alongside = Listener(ChallengeApp(second, 443), "127.0.0.1:0", "second instance")
     with serving([*listeners, alongside]):
         _wait_for(lambda: _assert_installed(first, second), "both did not get a certificate")
     assert first.orders + second.orders == 1
@@ -370,10 +390,11 @@ def test_two_instances_share_one_order(pebble: Pebble, migrated_database: str) -
     assert query(migrated_database, "SELECT count(*) FROM tls_accounts") == [(1,)]
 
 
-def _assert_installed(*managers: autotls.CertificateManager) -> None:
+def _assert_installed(*managers: CertificateManager) -> None:
     assert all(manager.current is not None for manager in managers)
 
 
+@pytest.mark.external
 @needs_pebble
 def test_failed_challenge_is_logged_and_retried_while_port_80_keeps_serving(
     pebble: Pebble, migrated_database: str, caplog: pytest.LogCaptureFixture
@@ -381,8 +402,8 @@ def test_failed_challenge_is_logged_and_retried_while_port_80_keeps_serving(
     # Port 80 is elsewhere: the CA's validation request finds nobody on its port.
     https_port, http_port = free_port(), free_port()
     config = autotls_config(pebble, https_port, AUTOTLS_HTTP_ADDR=f"127.0.0.1:{http_port}")
-    caplog.set_level("INFO", logger="picolytics.tls.autotls")
-    manager, listeners = autotls.build(config, migrated_database, hello, FAST)
+    caplog.set_level("INFO", logger="picolytics.tls")
+    manager, listeners = build(config, migrated_database)
     with serving(listeners):
         _wait_for(
             lambda: _assert_logged(caplog, "could not validate the challenge", times=2),
@@ -402,55 +423,43 @@ def _assert_logged(caplog: pytest.LogCaptureFixture, text: str, times: int) -> N
     assert sum(text in record.getMessage() for record in caplog.records) >= times
 
 
+@pytest.mark.external
 @needs_pebble
 def test_restart_reuses_the_stored_account_and_certificate(
     pebble: Pebble, migrated_database: str, tmp_path: Path
 ) -> None:
     """`picolytics serve` as a real process, twice: the second start orders nothing."""
     https_port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-    env.update(
-        {
-            "PGCONNSTRING": migrated_database,
-            "LOG_FORMAT": "text",
-            "AUTOTLS_ENABLED": "true",
-            "AUTOTLS_HOST": HOST,
-            "AUTOTLS_DIRECTORY_URL": pebble.directory,
-            "AUTOTLS_CA_FILE": str(pebble.ca_file),
-            "AUTOTLS_HTTPS_ADDR": f"127.0.0.1:{https_port}",
-            "AUTOTLS_HTTP_ADDR": f"127.0.0.1:{pebble.http_port}",
-            "GEO_IP_FILE": "",
-        }
-    )
+    settings = {
+        "AUTOTLS_ENABLED": "true",
+        "AUTOTLS_HOST": HOST,
+        "AUTOTLS_DIRECTORY_URL": pebble.directory,
+        "AUTOTLS_CA_FILE": str(pebble.ca_file),
+        "AUTOTLS_HTTPS_ADDR": f"127.0.0.1:{https_port}",
+        "AUTOTLS_HTTP_ADDR": f"127.0.0.1:{pebble.http_port}",
+        "GEO_IP_FILE": "",
+    }
+
+    def https_answers(server: RunningServer) -> x509.Certificate:
+        return served_certificate(https_port, pebble.root)
+
     served = []
     for run in (1, 2):
-        log_path = tmp_path / f"server{run}.log"
-        with log_path.open("w") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "picolytics.cli", "serve"],
-                env=env,
-                cwd=tmp_path,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-
-            def https_answers(
-                process: subprocess.Popen[bytes] = process, log_path: Path = log_path
-            ) -> x509.Certificate:
-                if process.poll() is not None:
-                    pytest.fail(log_path.read_text())
-                return served_certificate(https_port, pebble.root)
-
-            served.append(_wait_for(https_answers, "no HTTPS"))
+        with server_process(
+            migrated_database,
+            tmp_path,
+            settings,
+            log_name=f"server{run}.log",
+            ready=https_answers,
+            start_timeout_s=DEADLINE_S,
+        ) as server:
+            served.append(https_answers(server))
             redirect = httpx.get(f"http://127.0.0.1:{pebble.http_port}/pico.js")
             assert redirect.headers["location"] == f"https://{HOST}:{https_port}/pico.js"
             if run == 1:
                 issued = query(migrated_database, "SELECT issued_at FROM tls_certificates")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(DEADLINE_S) == 0, log_path.read_text()
-        log = log_path.read_text()
+            assert server.stop(DEADLINE_S) == 0, server.log()
+        log = server.log()
         assert f"listening on https://127.0.0.1:{https_port}/" in log
         assert ("ordering a certificate" in log) == (run == 1), log
     assert served[0] == served[1]
@@ -458,6 +467,7 @@ def test_restart_reuses_the_stored_account_and_certificate(
     assert query(migrated_database, "SELECT count(*) FROM tls_accounts") == [(1,)]
 
 
+@pytest.mark.external
 @needs_pebble
 def test_an_account_the_ca_forgot_is_registered_again(
     pebble: Pebble, migrated_database: str
@@ -477,9 +487,7 @@ def test_an_account_the_ca_forgot_is_registered_again(
             connection, pebble.directory, tls_store.StoredAccount(key_pem, forgotten)
         )
     https_port = free_port()
-    manager, listeners = autotls.build(
-        autotls_config(pebble, https_port), migrated_database, hello, FAST
-    )
+    manager, listeners = build(autotls_config(pebble, https_port), migrated_database)
     with serving(listeners):
         _wait_for(lambda: _assert_installed(manager), "no certificate")
     ((account_url, stored_key),) = query(
@@ -521,12 +529,12 @@ def test_the_reader_role_cannot_read_tls_material(
 
 def test_directory_defaults_to_lets_encrypt_staging_then_production() -> None:
     config = load_config(None, {"AUTOTLS_ENABLED": "true", "AUTOTLS_HOST": "stats.example.com"})
-    assert autotls.directory_url(config) == autotls.LETS_ENCRYPT_STAGING
+    assert directory_url(config) == LETS_ENCRYPT_STAGING
     assert (config.autotls_https_addr, config.autotls_http_addr) == (":443", ":80")
     production = replace(config, autotls_staging=False)
-    assert autotls.directory_url(production) == autotls.LETS_ENCRYPT_PRODUCTION
+    assert directory_url(production) == LETS_ENCRYPT_PRODUCTION
     other = replace(config, autotls_directory_url="https://ca.example/dir")
-    assert autotls.directory_url(other) == "https://ca.example/dir"
+    assert directory_url(other) == "https://ca.example/dir"
 
 
 @pytest.mark.parametrize(
@@ -575,7 +583,7 @@ def test_email_and_ca_file_are_optional(tmp_path: Path) -> None:
 
 
 def test_certificate_renewal_is_due_in_the_last_third_of_its_life() -> None:
-    manager = autotls.CertificateManager(host=HOST, directory_url="https://ca/dir", conninfo="")
+    manager = CertificateManager(host=HOST, directory_url="https://ca/dir", conninfo="")
     start = datetime(2030, 1, 1, tzinfo=UTC)
     certificate = tls_store.StoredCertificate(b"", b"", start, start + timedelta(days=90))
     assert manager.renew_at(certificate) == start + timedelta(days=60)
@@ -590,3 +598,50 @@ def test_a_missing_acme_library_is_a_config_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(importlib.util, "find_spec", without_acme)
     with pytest.raises(ConfigError, match=r"AUTOTLS_ENABLED .*picolytics\[tls\]"):
         load_config(None, {"AUTOTLS_ENABLED": "true", "AUTOTLS_HOST": "stats.example.com"})
+
+
+# -- failures in the renewal loop ----------------------------------------------------------
+
+
+def test_the_retry_delay_doubles_up_to_its_cap_and_never_overflows() -> None:
+    timing = Timing()
+    minutes = [timing.retry_delay(n).total_seconds() / 60 for n in range(1, 9)]
+    assert minutes == [5, 10, 20, 40, 80, 160, 240, 240]
+    # retry_min * 2 ** 39 is beyond timedelta: a week of failures must not end the loop.
+    assert timing.retry_delay(10_000) == timing.retry_max
+
+
+def test_a_failure_without_a_message_still_has_a_reason() -> None:
+    assert failure_reason(TimeoutError()) == "TimeoutError"
+    assert failure_reason(OSError("refused\nhint: is it running?")) == "OSError: refused"
+
+
+def test_the_renewal_loop_survives_failures(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_wait = Timing(retry_min=timedelta(0), retry_max=timedelta(0))
+    manager = CertificateManager(
+        host=HOST, directory_url="https://ca/dir", conninfo="", timing=no_wait
+    )
+    rounds: list[int] = []
+
+    def failing_round() -> tuple[tls_store.StoredCertificate | None, timedelta]:
+        rounds.append(len(rounds))
+        raise (ValueError() if len(rounds) % 2 else StopIteration())  # no message; odd types
+
+    monkeypatch.setattr(manager, "_refresh", failing_round)
+
+    async def main() -> None:
+        task = asyncio.create_task(manager.run())
+        while len(rounds) < 4 and not task.done():
+            await asyncio.sleep(0.01)
+        assert not task.done(), "the loop ended"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+    failures = [r.getMessage() for r in caplog.records if "no certificate for" in r.getMessage()]
+    assert len(failures) >= 3
+    assert ": ValueError; " in failures[0]
+    assert ": RuntimeError: StopIteration; " in failures[1]

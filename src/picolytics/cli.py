@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from picolytics import __version__
-from picolytics.config.load import Config, load_config, write_default_config
+from picolytics.config import Config, load_config, write_default_config
 from picolytics.errors import PicolyticsError, PruneBusyError, ServerError
 from picolytics.logs import configure_logging
 from picolytics.report import render as report_render
@@ -24,7 +24,7 @@ from picolytics.serve.server import Listener, run
 from picolytics.serve.supervisor import serve_workers
 from picolytics.storage import migrate, prune
 from picolytics.storage.database import database_conninfo
-from picolytics.tls import autotls
+from picolytics.tls.endpoints import autotls_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,15 @@ def serve(ctx: click.Context) -> None:
             return
         app = create_app(config, conninfo=conninfo)
         if config.autotls_enabled:  # HTTPS and port 80 instead of LISTEN_ADDR
-            listeners = autotls.listeners(config, conninfo, app)
+            tls = autotls_endpoints(config, conninfo)
+            listeners = [
+                Listener(app, tls.https_addr, "public", ssl_context=tls.ssl_context),
+                Listener(
+                    tls.challenge_app,
+                    tls.http_addr,
+                    "HTTP (ACME challenges, redirect to HTTPS)",
+                ),
+            ]
         else:
             listeners = [Listener(app, config.listen_addr, "public", server=config.server)]
         if config.admin_listen:
