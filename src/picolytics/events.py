@@ -93,12 +93,31 @@ class Location:
 UNKNOWN_LOCATION: Final = Location("", "", "")
 
 
+# The event rules. Their SQL twins, picolytics_is_pageview() and
+# picolytics_is_custom_event() in sql/0005_rules_and_grants.sql, decide the same for
+# the views; tests/test_sql_rules.py checks that both sides agree.
+
 # Events that may show a page: the first load, a single-page-app navigation, a new
 # #fragment (a pageview only when the fragment is a route, not an in-page anchor).
 PAGEVIEW_NAMES = frozenset({"load", "nav", "hashchange"})
 # Events that say nothing about engagement: the page being shown or hidden again.
 VISIBILITY_NAMES = frozenset({"visible", "hidden"})
+# The tracker's own events and Plausible's time on page: every other name is a custom
+# event, the link clicks `outbound` and `download` included.
+BUILTIN_NAMES = PAGEVIEW_NAMES | VISIBILITY_NAMES | {"ping", "engagement"}
 ENGAGED_TIME_MS = 30_000
+
+
+def counts_as_pageview(name: str, path: str) -> bool:
+    """Is an event of this name and stored path (the page's path, then its #/route if
+    any) a pageview? A stored path holds "#" only for a route: ingest drops anchors."""
+    if name == "hashchange":
+        return "#" in path
+    return name in PAGEVIEW_NAMES
+
+
+def is_custom_event(name: str) -> bool:
+    return name not in BUILTIN_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +138,7 @@ class QueuedEvent:
 
     @property
     def is_pageview(self) -> bool:
-        if self.page.name == "hashchange":
-            return bool(self.page.hash_path)
-        return self.page.name in PAGEVIEW_NAMES
+        return counts_as_pageview(self.page.name, self.path)
 
     @property
     def is_engagement(self) -> bool:
@@ -131,11 +148,7 @@ class QueuedEvent:
         page = self.page
         if page.name == "engagement":
             return (page.engaged_ms or 0) >= ENGAGED_TIME_MS
-        return (
-            page.interactive
-            and page.name not in PAGEVIEW_NAMES
-            and page.name not in VISIBILITY_NAMES
-        )
+        return page.interactive and (page.name == "ping" or is_custom_event(page.name))
 
 
 @dataclass(frozen=True, slots=True)
