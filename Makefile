@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint cover tracker bench dbip dist release clean
+.PHONY: run test test-fast lint cover tracker bench dbip dist release clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/picolytics serve
 
+# The whole suite (~6 minutes on 2 cores): browser, slow and external tests included.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The quick subset (about a minute): without the browser, slow and external tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not browser and not slow and not external"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard scripts)

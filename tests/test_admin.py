@@ -1,4 +1,4 @@
-"""The admin server: /healthz, /ready, /metrics, debug endpoints (DESIGN §6, issue 5)."""
+"""The admin server: /healthz, /ready, /metrics, debug endpoints (docs/guarantees.md, R7, S8)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
+from helpers.database import query
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
-from support import query
 
 from picolytics.accounting import DROP_REASONS
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.serve.app import admin_app_for, create_app
 
 AGENT = (

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.resources import assets_dir
 from picolytics.serve.app import create_app
 

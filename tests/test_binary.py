@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,8 +20,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import reachable_tempdir
-from support import query, wait_for_rows
+from helpers.database import query, reachable_tempdir, wait_for_rows
+from helpers.processes import RunningServer, run_cli, start_server
 
 from picolytics import __version__
 from picolytics.storage import pginstall
@@ -80,88 +78,38 @@ def folder() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def clean_env(**settings: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PG", "CONFIG_", "PICOLYTICS_"))
-    }
-    env.update(settings)
-    return env
-
-
 def run(folder: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["./picolytics", *args],
-        cwd=folder,
-        env=clean_env(**settings),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    return run_cli(*args, env=settings, cwd=folder, timeout=180, command=["./picolytics"])
+
+
+def says_ok(server: RunningServer) -> bool:
+    return httpx.get(server.base + "/", timeout=2).text == "OK"
+
+
+def start(folder: Path) -> RunningServer:
+    """`./picolytics serve` in `folder` on the embedded database; stop() or kill() it."""
+    return start_server(
+        folder,
+        {"REQUEST_RATE_LIMIT": "0"},
+        command=["./picolytics", "serve"],
+        log_name=f"serve-{time.monotonic_ns()}.log",
+        ready=says_ok,
+        start_timeout_s=180,  # a first start unpacks PostgreSQL and runs initdb
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def loaded_files(server: RunningServer) -> set[str]:
+    """Files mapped by the Python process (the one-file loader's child process)."""
+    pid = server.process.pid
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    maps = Path(f"/proc/{child}/maps").read_text().splitlines()
+    return {line.split(maxsplit=5)[5] for line in maps if line.count(" /") == 1}
 
 
-class Server:
-    """`./picolytics serve` in `folder` on the embedded database, until stop()."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.base = f"http://127.0.0.1:{free_port()}"
-        self.log_path = folder / f"serve-{time.monotonic_ns()}.log"
-        settings = {
-            "LISTEN_ADDR": self.base.removeprefix("http://"),
-            "LOG_FORMAT": "text",
-            "REQUEST_RATE_LIMIT": "0",
-        }
-        with self.log_path.open("w") as log_file:
-            self.process = subprocess.Popen(
-                ["./picolytics", "serve"],
-                cwd=folder,
-                env=clean_env(**settings),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 180  # a first start unpacks PostgreSQL and runs initdb
-        while True:
-            try:
-                if httpx.get(self.base + "/", timeout=2).text == "OK":
-                    break
-            except httpx.TransportError:
-                pass
-            assert self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, f"the server did not start: {self.log()}"
-            time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def loaded_files(self) -> set[str]:
-        """Files mapped by the Python process (the one-file loader's child process)."""
-        pid = self.process.pid
-        (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        maps = Path(f"/proc/{child}/maps").read_text().splitlines()
-        return {line.split(maxsplit=5)[5] for line in maps if line.count(" /") == 1}
-
-    def post(self, path: str) -> int:
-        event = f'{{"n": "load", "l": "https://example.com{path}", "sw": 1280, "sh": 800}}'
-        headers = {"Content-Type": "text/plain", "User-Agent": CHROME}
-        return httpx.post(self.base + "/p", content=event, headers=headers).status_code
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=120)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+def post(server: RunningServer, path: str) -> int:
+    event = f'{{"n": "load", "l": "https://example.com{path}", "sw": 1280, "sh": 800}}'
+    headers = {"Content-Type": "text/plain", "User-Agent": CHROME}
+    return httpx.post(server.base + "/p", content=event, headers=headers).status_code
 
 
 @pytest.mark.slow
@@ -179,10 +127,10 @@ def test_binary_serves_the_embedded_database_and_stops_cleanly(binary: Path, fol
     # The embedded server's socket (the conninfo picolytics itself uses).
     conninfo = EmbeddedPostgres(data_dir).conninfo()
 
-    server = Server(folder)
+    server = start(folder)
     try:
         assert httpx.get(server.base + "/pico.js").status_code == 200
-        assert server.post("/first") == 202
+        assert post(server, "/first") == 202
         rows = wait_for_rows(
             conninfo, "SELECT browser, os, device_type FROM sessions", timeout_s=30
         )
@@ -193,12 +141,12 @@ def test_binary_serves_the_embedded_database_and_stops_cleanly(binary: Path, fol
         running = Path(os.readlink(f"/proc/{postmaster_pid}/exe"))
         assert running.is_relative_to(data_dir.resolve()), running
         # The compiled parts are in the binary and in use (no pure-Python fallbacks).
-        loaded = server.loaded_files()
+        loaded = loaded_files(server)
         for compiled in ("psycopg_binary/_psycopg", "maxminddb/extension", "ua_parser_rs/"):
             assert any(compiled in path for path in loaded), compiled
         # These are still in the queue when SIGTERM comes: all must be written.
         for number in range(EVENTS_AT_SHUTDOWN):
-            assert server.post(f"/queued/{number}") == 202
+            assert post(server, f"/queued/{number}") == 202
         assert server.stop() == 0, server.log()
     finally:
         server.kill()
@@ -213,7 +161,7 @@ def test_binary_serves_the_embedded_database_and_stops_cleanly(binary: Path, fol
     assert postgres.stat().st_mode & 0o777 == 0o755
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()  # nothing left running
 
-    restarted = Server(folder)
+    restarted = start(folder)
     try:
         assert "initialising" not in restarted.log()
         assert "unpacking the embedded PostgreSQL" not in restarted.log()

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import reachable_tempdir
-from support import free_port, query, server_process
+from helpers.database import query, reachable_tempdir
+from helpers.processes import free_port, run_cli, server_process
 
 from picolytics import __version__
 
-PICOLYTICS = [sys.executable, "-m", "picolytics.cli"]
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("PG", "CONFIG_"))
-    }
-    full_env.update(env or {})
-    return subprocess.run(
-        [*PICOLYTICS, *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
+pytestmark = pytest.mark.slow
 
 
 def test_version() -> None:

@@ -27,8 +27,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from support import event, query, run, write
-from test_dashboard import reader_login
+from helpers.database import query, reader_login
+from helpers.events import event, run, write
 
 from picolytics.events import QueuedEvent
 

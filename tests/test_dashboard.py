@@ -18,117 +18,55 @@ The dataset, on site example.com, within the last 3 hours:
                       ping, nav "/pricing"                                4 pageviews
 => 3 visitors, 5 visits, 12 pageviews, 2 bounces (40 %), average visit 80 s
    (60 + 10 + 120 + 30 + 180) / 5, 2.4 pages per visit, 1 current visitor.
-Plus custom events (`custom_dataset`, apart from `dataset` which tests/test_report.py
-shares), inside visits that are engaged anyway and within their first and last event
-(so no number above changes): visit 1 a signup {plan: pro} on "/" and an
-engagement event; visit 3 a download on "/docs" and an outbound click on
-"/docs#/install"; visit 5 a signup {plan: pro, seats: 3} on "/blog" and an outbound
-click on "/blog#/post-1".
+The dataset is `dataset` in tests/helpers/reporting.py, which tests/test_report.py
+shares. Plus custom events (`custom_dataset`, here), inside visits that are engaged
+anyway and within their first and last event (so no number above changes): visit 1 a
+signup {plan: pro} on "/" and an engagement event; visit 3 a download on "/docs" and
+an outbound click on "/docs#/install"; visit 5 a signup {plan: pro, seats: 3} on
+"/blog" and an outbound click on "/blog#/post-1".
 Outside the filters: a visit to other.org, a visit to example.com 3 days ago, bot
 counts of other.org and of 10 days ago.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-from support import PAGE, query, run, write
+from helpers.database import query, reader_login
+from helpers.events import run, write
+from helpers.reporting import (
+    GUIDE,
+    OTHER_SITE,
+    PRIVATE_TABLES,
+    READABLE_TABLES,
+    REPO,
+    REPO_URL,
+    SITE,
+    VIEWS,
+    A,
+    B,
+    C,
+    all_panels,
+    bots,
+    dataset,
+    expand,
+    load_dashboard,
+    page_event,
+    sql_panels,
+)
 
-from picolytics.events import Agent, BotHit, Location, QueuedEvent, new_id
+from picolytics.events import QueuedEvent
 
 ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "grafana" / "dashboards" / "picolytics.json"
 METRICS_SOURCE = ROOT / "src" / "picolytics" / "serve" / "metrics.py"
-
-SITE = "example.com"
-OTHER_SITE = "other.org"
-A, B, C, D, E = 1001, 2002, 3003, 4004, 5005
-CHROME = Agent("Chrome", "120", "Windows", "10", "desktop", None)
-FIREFOX = Agent("Firefox", "121", "Mac OS X", "14", "desktop", None)
-SAFARI = Agent("Mobile Safari", "17", "iOS", "17", "mobile", None)
-BERLIN = Location("DE", "Berlin", "Berlin")
-NEW_YORK = Location("US", "New York", "New York")
-PARIS = Location("FR", "Île-de-France", "Paris")
-PROFILE = {A: (CHROME, BERLIN), B: (FIREFOX, NEW_YORK), C: (SAFARI, PARIS)}
-PROFILE |= {D: (CHROME, BERLIN), E: (CHROME, BERLIN)}
-NEWSLETTER = {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "launch"}
-REPO = "https://github.com/picolytics/picolytics"
-GUIDE = "https://example.com/files/guide.pdf"
-REPO_URL = {"url": REPO}
-
-VIEWS = [
-    "pageviews",
-    "visits",
-    "daily_visitors",
-    "top_pages",
-    "sources",
-    "entry_pages",
-    "exit_pages",
-    "countries",
-    "browsers",
-    "operating_systems",
-    "devices",
-    "campaigns",
-    "bot_traffic",
-    "custom_events",
-    "daily_custom_events",
-    "custom_event_props",
-    "conversion_pages",
-    "page_engagement",
-]
-READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
-PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
-
-
-def page_event(
-    at: datetime, visitor: int, name: str, path: str, site: str = SITE, **fields: Any
-) -> QueuedEvent:
-    agent, location = PROFILE[visitor]
-    page = replace(PAGE, name=name, path=path, site=site, **fields)
-    return QueuedEvent(at, new_id(), visitor, None, page, location, agent)
-
-
-def dataset(now: datetime) -> list[QueuedEvent]:
-    base = now - timedelta(hours=3)
-    s = timedelta(seconds=1)
-    return [
-        # visitor A
-        page_event(base, A, "load", "/", referrer_host="news.example"),
-        page_event(base + 30 * s, A, "ping", "/"),
-        page_event(base + 60 * s, A, "load", "/pricing"),
-        page_event(base + timedelta(hours=1), A, "visible", "/pricing"),
-        page_event(base + timedelta(hours=2), A, "load", "/blog", **NEWSLETTER),
-        page_event(base + timedelta(hours=2) + 10 * s, A, "hidden", "/blog"),
-        # visitor B
-        page_event(base + 600 * s, B, "load", "/", referrer_host="search.example"),
-        page_event(base + 620 * s, B, "nav", "/docs"),
-        page_event(base + 640 * s, B, "hashchange", "/docs", hash_path="#/install"),
-        page_event(base + 650 * s, B, "hashchange", "/docs"),  # an in-page anchor
-        page_event(base + 720 * s, B, "load", "/pricing"),
-        page_event(base + timedelta(hours=1), B, "load", "/pricing"),
-        page_event(base + timedelta(hours=1) + 30 * s, B, "visible", "/pricing"),
-        # visitor C, on the site right now
-        page_event(now - 240 * s, C, "load", "/", **NEWSLETTER),
-        page_event(now - 180 * s, C, "nav", "/blog"),
-        page_event(now - 120 * s, C, "hashchange", "/blog", hash_path="#/post-1"),
-        page_event(now - 90 * s, C, "ping", "/blog"),
-        page_event(now - 60 * s, C, "nav", "/pricing"),
-        # outside the filters: another site, and long ago
-        page_event(base + 300 * s, D, "load", "/", site=OTHER_SITE),
-        page_event(now - timedelta(days=3), E, "load", "/old"),
-    ]
 
 
 def custom_dataset(now: datetime) -> list[QueuedEvent]:
@@ -145,34 +83,11 @@ def custom_dataset(now: datetime) -> list[QueuedEvent]:
     ]
 
 
-def bots(today: date) -> dict[BotHit, int]:
-    return {
-        BotHit(SITE, today, "crawler_list"): 7,
-        BotHit(SITE, today, "empty_ua"): 2,
-        BotHit(SITE, today - timedelta(days=10), "crawler_list"): 100,
-        BotHit(OTHER_SITE, today, "parser_spider"): 5,
-    }
-
-
 @dataclass(frozen=True)
 class Seeded:
     conninfo: str  # as the migrating superuser
     reader: str  # as a login role that is only a member of picolytics_reader
     now: datetime
-
-
-def reader_login(admin_conninfo: str, database: str) -> Iterator[str]:
-    """A login role that is a member of picolytics_reader and nothing else."""
-    name = f"dash_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_conninfo, autocommit=True) as connection:
-        connection.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE picolytics_reader").format(sql.Identifier(name))
-        )
-    try:
-        yield make_conninfo(database, user=name)
-    finally:
-        with psycopg.connect(admin_conninfo, autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")
@@ -181,81 +96,6 @@ def seeded(module_database: str, admin_conninfo: str) -> Iterator[Seeded]:
     run(write(module_database, dataset(now) + custom_dataset(now), bots(now.date())))
     for reader in reader_login(admin_conninfo, module_database):
         yield Seeded(module_database, reader, now)
-
-
-# --- Grafana's macros, as the PostgreSQL data source expands them ---------------------
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def seconds(duration: str) -> int:
-    match = re.fullmatch(r"(\d+)([smhd])", duration.strip().strip("'"))
-    assert match, duration
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def expand(
-    text: str,
-    *,
-    start: datetime,
-    end: datetime,
-    interval: str,
-    sites: list[str],
-    event: str = "signup",
-) -> str:
-    """Expand exactly the macros and variables the dashboard uses; fail on any other."""
-    iso = "%Y-%m-%dT%H:%M:%SZ"
-    start_text, end_text = quote(start.strftime(iso)), quote(end.strftime(iso))
-    # Variables first (Grafana interpolates them before the data source's macros).
-    # A multi-value variable becomes a quoted, comma-separated list.
-    values = ",".join(quote(site) for site in sites)
-    text = text.replace("${site}", values)
-    text = re.sub(r"\$site\b", values, text)
-    # A single-value one is inserted with its quotes doubled but unquoted: the SQL
-    # quotes it (Grafana's SqlDatasource.interpolateVariable).
-    escaped = event.replace("'", "''")
-    text = text.replace("${event}", escaped)
-    text = re.sub(r"\$event\b", escaped, text)
-    text = re.sub(r"\$__interval\b", interval, text)
-    text = re.sub(
-        r"\$__timeFilter\(([^()]+)\)",
-        lambda m: f"{m.group(1).strip()} BETWEEN {start_text} AND {end_text}",
-        text,
-    )
-    text = text.replace("$__timeFrom()", start_text).replace("$__timeTo()", end_text)
-
-    def group(match: re.Match[str]) -> str:
-        column, step = match.group(1).strip(), seconds(match.group(2))
-        return f'floor(extract(epoch from {column})/{step})*{step} AS "time"'
-
-    text = re.sub(r"\$__timeGroupAlias\(([^,()]+),([^()]+)\)", group, text)
-    assert "$" not in text, f"unexpanded macro or variable in:\n{text}"
-    return text
-
-
-def load_dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return loaded
-
-
-def all_panels() -> list[dict[str, Any]]:
-    panels: list[dict[str, Any]] = []
-    for panel in load_dashboard()["panels"]:
-        panels.append(panel)
-        panels.extend(panel.get("panels", []))
-    return panels
-
-
-def sql_panels() -> list[dict[str, Any]]:
-    return [
-        panel
-        for panel in all_panels()
-        if panel.get("datasource", {}).get("type") == "grafana-postgresql-datasource"
-    ]
 
 
 def run_panel(

@@ -22,10 +22,11 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from conftest import embedded_cluster
+from helpers.database import embedded_cluster, query
+from helpers.events import event, run, write
+from helpers.processes import clean_env
+from helpers.reporting import PRIVATE_TABLES, READABLE_TABLES, VIEWS
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from support import event, query, run, write
-from test_dashboard import READABLE_TABLES, VIEWS
 
 from picolytics.storage import embedded, migrate
 
@@ -38,7 +39,6 @@ CHART = ROOT / "k8s" / "helm"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "picolytics.json"
 
 READER_RELATIONS = sorted([*READABLE_TABLES, *VIEWS])
-PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
 
 
 def load_yaml(path: Path) -> Any:
@@ -114,6 +114,7 @@ def test_grafana_provisioning_variables_come_from_compose() -> None:
     assert postgres["user"] == "picolyticsgrafana"
 
 
+@pytest.mark.external
 def test_compose_config_with_docker_compose() -> None:
     tool = shutil.which("docker-compose")
     if tool is None:
@@ -192,7 +193,7 @@ def test_initdb_script_then_migrations_give_the_intended_privileges(cluster: str
     app_password, grafana_password = "pa'ss/wo@rd+=", 'gr"af$ana:pw'
     server = conninfo_to_dict(cluster)
     environment = {
-        **os.environ,
+        **clean_env(),
         "PATH": f"{Path(psql_program()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "PGHOST": str(server["host"]),
         "PGPORT": str(server.get("port") or 5432),
@@ -319,6 +320,7 @@ def test_chart_secrets_match_the_readme_commands() -> None:
         assert f"generic {secret} " in readme
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("values_file", ["values.example.yaml", "values.external.yaml"])
 def test_chart_lints_and_renders_with_helm(values_file: str) -> None:
     if importlib.util.find_spec("helm_python") is None:
@@ -355,6 +357,7 @@ def test_chart_lints_and_renders_with_helm(values_file: str) -> None:
         assert {"StatefulSet", "Service"} <= set(kinds)
 
 
+@pytest.mark.external
 def test_chart_requires_a_database() -> None:
     if importlib.util.find_spec("helm_python") is None:
         pytest.skip("helm-python-sdk (Helm's Go code as a library) is not installed")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import reachable_tempdir
+from helpers.database import reachable_tempdir
 
 from picolytics.errors import EmbeddedDatabaseError
 from picolytics.storage.embedded import EmbeddedPostgres

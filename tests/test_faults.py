@@ -1,4 +1,4 @@
-"""Database faults under load (DESIGN §6.2, §6.3, §6.4): the app writes through a fault
+"""Database faults under load (docs/guarantees.md, R2-R4): the app writes through a fault
 proxy that refuses, black-holes and delays, or to a PostgreSQL that is stopped and
 started again; a COMMIT whose answer is lost is retried without duplicating rows; a
 batch PostgreSQL rejects for its data is isolated, never retried forever.
@@ -24,14 +24,15 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import reachable_tempdir
-from faultproxy import FaultProxy, unix_socket_of
+from helpers.database import query, reachable_tempdir
+from helpers.events import CHROME_LINUX_UA, TIMEOUT, event, run
+from helpers.faultproxy import FaultProxy, unix_socket_of
+from helpers.processes import server_process
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
-from support import TIMEOUT, event, query, run, server_process
 
 from picolytics.accounting import PipelineStats
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.serve.app import admin_app_for, create_app
 from picolytics.storage import migrate
 from picolytics.storage import pipeline as pipeline_module
@@ -39,10 +40,8 @@ from picolytics.storage.database import with_connection_options
 from picolytics.storage.embedded import EmbeddedPostgres
 from picolytics.storage.pipeline import Pipeline
 
-AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/122.0.0.0 Safari/537.36"
-)
+pytestmark = pytest.mark.slow
+
 CONFIG = Config(batch_max_msec=50, batch_max_size=50, request_rate_limit=0, geo_ip_file="")
 WAIT_S = 30.0  # the most any condition below may take; normally well under a second
 
@@ -76,7 +75,9 @@ class Load:
             body = json.dumps({"n": "load", "l": f"https://example.com/load/{self.sent}"})
             self.sent += 1
             response = self.client.post(
-                "/p", content=body, headers={"Content-Type": "text/plain", "User-Agent": AGENT}
+                "/p",
+                content=body,
+                headers={"Content-Type": "text/plain", "User-Agent": CHROME_LINUX_UA},
             )
             self.statuses[response.status_code] += 1
             time.sleep(0.002)
@@ -263,7 +264,7 @@ def test_a_rejected_batch_is_split_once_never_retried_forever(
 def test_serve_waits_for_a_booting_database_and_survives_a_corrupt_geoip_file(
     proxy: FaultProxy, migrated_database: str, tmp_path: Path
 ) -> None:
-    """DESIGN §6.6: connection attempts are retried until the database answers; a
+    """docs/guarantees.md, R6: connection attempts are retried until the database answers; a
     GeoIP file that cannot be read is a warning, not a crash."""
     corrupt = tmp_path / "geoip.mmdb"
     corrupt.write_bytes(b"\x00not a maxmind database\xff" * 100)
@@ -279,7 +280,7 @@ def test_serve_waits_for_a_booting_database_and_survives_a_corrupt_geoip_file(
     with server_process(proxy.conninfo(migrated_database), tmp_path, settings) as server:
         booting.join(timeout=WAIT_S)
         body = '{"n": "load", "l": "https://example.com/booted"}'
-        headers = {"Content-Type": "text/plain", "User-Agent": AGENT}
+        headers = {"Content-Type": "text/plain", "User-Agent": CHROME_LINUX_UA}
         posted = httpx.post(server.base + "/p", content=body, headers=headers)
         assert posted.status_code == 202
         wait_until(

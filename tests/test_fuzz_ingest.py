@@ -1,4 +1,4 @@
-"""Fuzzing the whole POST /p path (DESIGN §5, §6.4, §7): hypothesis-generated and
+"""Fuzzing the whole POST /p path (docs/guarantees.md, I3, R4, S3): hypothesis-generated and
 mutated bodies and headers go through the real app, writing to a real database. No
 request may end in a 500 or an exception, only in a documented status; afterwards no
 text column holds anything the sanitiser should have removed or cut."""
@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from helpers.database import query
+from helpers.events import CHROME_UA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
-from support import CHROME_UA, query
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.ingest.collect import MAX_NAME_LENGTH, MAX_TIMEZONE_LENGTH
 from picolytics.ingest.urls import MAX_HOST_LENGTH, MAX_PATH_LENGTH, MAX_UTM_LENGTH
 from picolytics.serve.app import create_app

@@ -1,4 +1,4 @@
-"""POST /p over HTTP: status codes, limits, CORS, enrichment, privacy (DESIGN §4, §5, §7)."""
+"""POST /p over HTTP: statuses, limits, CORS, enrichment, privacy (docs/guarantees.md, I1-I8)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.database import query, wait_for_count
+from helpers.events import CHROME_UA, CLIENT_IP, TIMEOUT
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from support import CHROME_UA, TIMEOUT, query, wait_for_count
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache
@@ -29,7 +30,6 @@ IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
 )
-CLIENT_IP = "81.2.69.160"  # London in MaxMind's test database
 EVENT = {
     "n": "load",
     "l": "https://www.example.com/pricing?utm_source=newsletter&utm_medium=email&secret=1",

@@ -1,4 +1,4 @@
-"""Overload (DESIGN §6.1, §6.2): the queue is bounded by count and by bytes, so a
+"""Overload (docs/guarantees.md, R1, R2): the queue is bounded by count and by bytes, so a
 flood of the most memory-hungry events the body limit allows cannot grow memory
 past the bound; the excess is refused with 503 + Retry-After and counted."""
 
@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy, unix_socket_of
+from helpers.events import CHROME_LINUX_UA
+from helpers.faultproxy import FaultProxy, unix_socket_of
 from starlette.testclient import TestClient
-from test_faults import AGENT
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
 from picolytics.events import EventNames, QueuedEvent, new_id
@@ -24,7 +24,7 @@ from picolytics.ingest.collect import parse_event
 from picolytics.serve.app import create_app
 from picolytics.storage import pipeline as pipeline_module
 from picolytics.storage.database import with_connection_options
-from picolytics.storage.pipeline import retained_bytes
+from picolytics.storage.event_queue import retained_bytes
 
 GEO = Path(__file__).parent / "data" / "GeoIP2-City-Test.mmdb"
 BODY_MAX = Config().body_max_size
@@ -76,7 +76,7 @@ def test_retained_bytes_bounds_what_an_event_really_holds(
             None,
             parse_event(make_body(number), names),
             geo.lookup("81.2.69.160"),
-            agents.parse(AGENT),
+            agents.parse(CHROME_LINUX_UA),
         )
 
     count = 2000
@@ -108,7 +108,7 @@ def test_memory_stays_bounded_while_the_queue_is_full(
         app = create_app(config, conninfo=conninfo)
         pipeline = app.state.services.pipeline
         assert pipeline.queue.max_bytes == queue_size * BODY_MAX
-        headers = {"Content-Type": "text/plain", "User-Agent": AGENT}
+        headers = {"Content-Type": "text/plain", "User-Agent": CHROME_LINUX_UA}
         with TestClient(app, client=("81.2.69.160", 1)) as client:
             proxy.set_mode("refuse")  # nothing leaves the queue
             status, number = 202, 0

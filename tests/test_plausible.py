@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers.database import query, wait_for_count
+from helpers.events import CHROME_UA, CLIENT_IP
 from starlette.testclient import TestClient
-from support import CHROME_UA, query, wait_for_count
-from test_ingest_http import CLIENT_IP
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.events import EventNames
 from picolytics.ingest.payload import InvalidPayload
 from picolytics.ingest.plausible import parse_plausible_event

@@ -21,17 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
-from support import CHROME_UA, query, server_process, wait_for_rows
-from tracker_support import (
+from helpers.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PLAYWRIGHT_ARGS_TO_DROP,
     LocalServer,
     running_server,
 )
+from helpers.database import query, wait_for_rows
+from helpers.events import CHROME_UA
+from helpers.processes import server_process
+from playwright.sync_api import Browser, sync_playwright
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 # Plausible names no event "Signup"; it must pass CUSTOM_EVENT_NAMES.
 SETTINGS = {

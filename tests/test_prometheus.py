@@ -12,12 +12,15 @@ from urllib.parse import quote
 
 import httpx2 as httpx
 import pytest
-from support import free_port, server_process
+from helpers.processes import free_port, server_process
 
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="Debian's prometheus is not installed (apt install prometheus)"
-)
+pytestmark = [
+    pytest.mark.external,
+    pytest.mark.skipif(
+        PROMETHEUS is None, reason="Debian's prometheus is not installed (apt install prometheus)"
+    ),
+]
 
 
 def query(prometheus: str, expression: str) -> list[dict[str, object]]:

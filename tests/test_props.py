@@ -10,9 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from helpers.database import query
+from helpers.events import event, run, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import event, query, run, write
 
 from picolytics.events import EventNames
 from picolytics.ingest.collect import parse_event

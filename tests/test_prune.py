@@ -10,12 +10,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers.database import query
+from helpers.events import run
+from helpers.processes import run_cli
 from psycopg import AsyncConnection
 from starlette.testclient import TestClient
-from support import query, run
-from test_cli import run_cli
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.serve.app import create_app
 from picolytics.storage.migrate import MIGRATION_LOCK_KEY
 from picolytics.storage.prune import PRUNE_LOCK_KEY, PruneReport, cutoff_for, prune, summary
@@ -314,6 +315,7 @@ def counts(conninfo: str) -> tuple[int, int, int]:
     return (int(row[0]), int(row[1]), int(row[2]))
 
 
+@pytest.mark.slow
 def test_cli_dry_run_then_prune(migrated_database: str, tmp_path: Path) -> None:
     expired = seed_around_today(migrated_database)
     env = {"PGCONNSTRING": migrated_database, "PRUNE_DAYS": "3", "LOG_FORMAT": "text"}
@@ -340,6 +342,7 @@ def test_cli_dry_run_then_prune(migrated_database: str, tmp_path: Path) -> None:
     assert expired not in partition_names(migrated_database)
 
 
+@pytest.mark.slow
 def test_cli_without_days_does_nothing(tmp_path: Path) -> None:
     # Nothing listens there: exiting 0 shows that no connection was even tried.
     env = {"PGCONNSTRING": "postgresql://nobody@127.0.0.1:9/none", "PGCONNATTEMPTS": "1"}
@@ -350,12 +353,14 @@ def test_cli_without_days_does_nothing(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_cli_rejects_days_below_one(tmp_path: Path) -> None:
     result = run_cli("prune", "--days", "0", cwd=tmp_path)
     assert result.returncode == 2
     assert "Invalid value for '--days'" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_reports_another_prune_and_exits_1(migrated_database: str, tmp_path: Path) -> None:
     seed_around_today(migrated_database)
     with psycopg.connect(migrated_database, autocommit=True) as holder:

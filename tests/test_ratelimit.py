@@ -1,4 +1,4 @@
-"""REQUEST_RATE_LIMIT: token buckets per client, bounded memory (DESIGN §6.2)."""
+"""REQUEST_RATE_LIMIT: token buckets per client, bounded memory (docs/guarantees.md, I5, R2)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import zipfile
@@ -31,10 +30,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import reachable_tempdir
-from support import run, write
-from test_cli import PICOLYTICS, run_cli
-from test_dashboard import (
+from helpers.database import reachable_tempdir, reader_login
+from helpers.events import run, write
+from helpers.processes import PICOLYTICS, clean_env, run_cli
+from helpers.reporting import (
     OTHER_SITE,
     SITE,
     A,
@@ -44,7 +43,6 @@ from test_dashboard import (
     dataset,
     expand,
     page_event,
-    reader_login,
     sql_panels,
 )
 
@@ -493,6 +491,7 @@ def test_long_labels_and_long_periods_fit_80_columns(migrated_database: str) -> 
 # --- the command ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_text(seeded: Seeded, tmp_path: Path) -> None:
     env = {"PGCONNSTRING": seeded.conninfo, "PYTHONIOENCODING": "utf-8"}
     result = run_cli(
@@ -510,6 +509,7 @@ def test_cli_text(seeded: Seeded, tmp_path: Path) -> None:
     assert result.stdout == DAY_TEXT
 
 
+@pytest.mark.slow
 def test_cli_json_to_a_file(seeded: Seeded, tmp_path: Path) -> None:
     env = {"PGCONNSTRING": seeded.conninfo}
     args = ["--site", SITE, "--from", "2025-03-04", "--to", "2025-03-10"]
@@ -522,6 +522,7 @@ def test_cli_json_to_a_file(seeded: Seeded, tmp_path: Path) -> None:
     assert [path.name for path in tmp_path.iterdir()] == ["week.json"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_cli_csv_zip(seeded: Seeded, tmp_path: Path) -> None:
     env = {"PGCONNSTRING": seeded.conninfo}
     args = ["--site", SITE, "--from", "2025-03-04", "--to", "2025-03-10", "--format", "csv"]
@@ -532,7 +533,7 @@ def test_cli_csv_zip(seeded: Seeded, tmp_path: Path) -> None:
     to_stdout = subprocess.run(
         [*PICOLYTICS, "report", *args, "--output", "-"],
         capture_output=True,
-        env={**os.environ, **env},
+        env=clean_env(env),
         cwd=tmp_path,
         timeout=60,
         check=False,
@@ -541,6 +542,7 @@ def test_cli_csv_zip(seeded: Seeded, tmp_path: Path) -> None:
     assert read_zip(to_stdout.stdout) == week_csv()
 
 
+@pytest.mark.slow
 def test_cli_ascii_terminal(seeded: Seeded, tmp_path: Path) -> None:
     env = {"PGCONNSTRING": seeded.conninfo, "PYTHONIOENCODING": "ascii"}
     result = run_cli("report", "--from", "2025-03-10", "--to", "2025-03-10", env=env, cwd=tmp_path)
@@ -548,6 +550,7 @@ def test_cli_ascii_terminal(seeded: Seeded, tmp_path: Path) -> None:
     assert "  2025-03-10 Mon  13 ####" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -568,6 +571,7 @@ def test_cli_bad_options_exit_2(
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_empty_database_exits_3(migrated_database: str, tmp_path: Path) -> None:
     result = run_cli("report", env={"PGCONNSTRING": migrated_database}, cwd=tmp_path)
     assert result.returncode == 3

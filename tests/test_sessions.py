@@ -1,4 +1,4 @@
-"""Session semantics and batch writes against a real PostgreSQL (DESIGN §3, §6)."""
+"""Sessions and batch writes against a real PostgreSQL (docs/guarantees.md, Visits and counts)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from support import TIMEOUT, event, query, run, write
+from helpers.database import query
+from helpers.events import TIMEOUT, event, run, write
 
 from picolytics.events import BotHit
 from picolytics.storage.pipeline import Pipeline
-from picolytics.storage.store import SiteIds
+from picolytics.storage.sites import SiteIds
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

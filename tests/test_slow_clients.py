@@ -1,4 +1,4 @@
-"""Slow, oversized and malformed requests against the real HTTP server (DESIGN §7).
+"""Slow, oversized and malformed requests against the real HTTP server (docs/guarantees.md, S1-S3).
 
 Hypercorn serves the app in a thread of this process, configured by
 picolytics.serve.server as in production except for a short read timeout (the module
@@ -20,11 +20,13 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from picolytics.config.load import Config
+from picolytics.config import Config
 from picolytics.ingest import endpoint as ingest
 from picolytics.serve import server
 from picolytics.serve.app import create_app
 from picolytics.serve.server import Listener, bind_all, serve_bound
+
+pytestmark = pytest.mark.slow
 
 READ_TIMEOUT_S = 1
 BODY = b'{"n": "load", "l": "https://example.com/slow"}'

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from tracker_support import (
+from helpers.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     IMAGE_DELAY_S,
@@ -31,11 +30,15 @@ from tracker_support import (
     probe_js,
     running_server,
 )
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser tests",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"no Chromium at {CHROMIUM}: `apt-get install chromium` to run the browser tests",
+    ),
+]
 
 TIMEZONE = "Asia/Tokyo"
 SCREEN_WIDTH, SCREEN_HEIGHT = 1366, 768
@@ -218,7 +221,7 @@ def test_custom_event_props_are_sent_as_p(
     assert signup.data["l"] == url
     assert "lt" not in signup.data and "fb" not in signup.data  # timings are load's alone
     assert signup.fetch_mode == "no-cors"  # sendBeacon, like every event
-    # The server validates props (DESIGN §5); the tracker forwards whatever it is given.
+    # The server validates props (docs/guarantees.md, I11); the tracker forwards what it is given.
     page.evaluate("pico('plain'); pico('nested', {a: {b: [1]}})")
     assert "p" not in beacons.wait_for_beacon("plain").data
     assert beacons.wait_for_beacon("nested").data["p"] == {"a": {"b": [1]}}

@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
-from support import CHROME_UA, query, server_process, wait_for_rows
-from tracker_support import (
+from helpers.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PLAYWRIGHT_ARGS_TO_DROP,
@@ -17,8 +15,15 @@ from tracker_support import (
     page_html,
     running_server,
 )
+from helpers.database import query, wait_for_rows
+from helpers.events import CHROME_UA
+from helpers.processes import server_process
+from playwright.sync_api import sync_playwright
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 
 @pytest.fixture

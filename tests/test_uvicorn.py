@@ -7,7 +7,11 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
-from support import query, server_process
+import pytest
+from helpers.database import query
+from helpers.processes import server_process
+
+pytestmark = pytest.mark.slow
 
 AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
 

@@ -1,4 +1,4 @@
-"""Private visitor ids and daily salts (DESIGN §4)."""
+"""Private visitor ids and daily salts (docs/guarantees.md, P3, P4)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from helpers.database import query
+from helpers.events import run
 from psycopg import AsyncConnection
-from support import query, run
 
 from picolytics.enrich.visitor import SaltCache, SaltUnavailableError, visitor_hash
 

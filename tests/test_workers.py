@@ -7,9 +7,12 @@ import threading
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
+from helpers.database import query
+from helpers.processes import free_port, load_then_sigterm, server_process
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, query, server_process
-from test_shutdown import load_then_sigterm
+
+pytestmark = pytest.mark.slow
 
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"
 

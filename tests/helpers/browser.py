@@ -1,4 +1,4 @@
-"""Helpers for the tracker's browser tests: two local HTTP servers and a beacon recorder.
+"""For the browser tests: two local HTTP servers and a beacon recorder.
 
 The tracker must send to the origin of its own <script src>, so the tests use two
 servers on two ports (two origins): a "site" that serves the test pages, and a
@@ -20,16 +20,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACKER = ROOT / "assets" / "pico.js"
 # What the collector serves: the plain tracker and the one with opt-in extensions.
 SCRIPTS = {"/pico.js": TRACKER, "/pico.ext.js": ROOT / "assets" / "pico.ext.js"}
-# Plausible's own tracker (vendored, see its README), for test_plausible_browser.py.
+# Plausible's own tracker (vendored, see its README), for tests/test_plausible_browser.py.
 SCRIPTS["/plausible.js"] = ROOT / "tests" / "data" / "plausible-tracker" / "plausible.js"
 
 CHROMIUM = Path("/usr/bin/chromium")
-# What Chromium needs on these machines (DESIGN §10/§11). Playwright adds a fresh
-# user-data-dir itself, and --headless again when headless=True.
+# What Chromium needs on these machines (docs/architecture.md, Tests): headless, as root
+# (no sandbox), no GPU, and off the network (no updates, sync or background requests).
+# Playwright adds a fresh user-data-dir itself, and --headless again when headless=True.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -48,8 +49,8 @@ PLAYWRIGHT_ARGS_TO_DROP = ["--disable-back-forward-cache"]
 PAGE_DELAY_S = 0.02
 IMAGE_DELAY_S = 0.03
 
-# The fields the tracker may send (DESIGN §5): nothing else, and no identifier. p (the
-# props of a custom event) is only there when the event has props.
+# The fields the tracker may send (docs/guarantees.md, P1): nothing else, and no
+# identifier. p (the props of a custom event) is only there when the event has props.
 PAYLOAD_FIELDS = frozenset({"n", "l", "r", "lt", "fb", "sw", "sh", "tz", "pr", "pd", "p"})
 
 _GIF = (
@@ -209,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        # As the picolytics server does (DESIGN §5): CORS *, no credentials.
+        # As the picolytics server does (docs/guarantees.md, I8): CORS *, no credentials.
         self.send_header("Access-Control-Allow-Origin", "*")
         self.end_headers()
         self.wfile.write(body)
