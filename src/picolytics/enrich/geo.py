@@ -1,7 +1,7 @@
 """GeoIP: country, region and city of a client address, from a MaxMind-format file.
 
 Raw IP addresses pass through here only in memory. The exceptions raised by
-`maxminddb` quote the IP, so their text is never logged (DESIGN §4).
+`maxminddb` quote the IP, so their text is never logged.
 """
 
 from __future__ import annotations

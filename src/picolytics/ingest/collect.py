@@ -5,7 +5,7 @@ content type; it calls `parse_event` (POST /p) or `plausible.parse_plausible_eve
 (POST /api/event) and turns `InvalidPayload` into a 400 whose text is
 `InvalidPayload.reason` (a fixed string that never echoes client data).
 
-Rules chosen here (DESIGN §5, §7): the JSON rules of payload.py; unknown extra fields
+Rules chosen here: the JSON rules of payload.py; unknown extra fields
 are ignored; every text field is sanitised and cut to its maximum length; a page URL
 longer than `MAX_URL_LENGTH` is refused outright, while an over-long referrer is
 treated as absent.

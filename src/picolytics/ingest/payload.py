@@ -1,6 +1,6 @@
 """A request body as a JSON object, and typed, sanitised reads of its fields.
 
-Shared by every ingestion endpoint. Rules (DESIGN §7, §11):
+Shared by every ingestion endpoint. Rules:
 - The body is strict UTF-8 JSON whose top level is an object. NaN/Infinity, duplicate
   keys (also after unescaping, so "n" and "\\u006e" clash) and nesting deeper than
   `MAX_JSON_DEPTH` are rejected.
