@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "__init__": 0,
     "accounting": 0,
     "config": 0,
+    "dimensions": 0,
     "errors": 0,
     "events": 0,
     "logs": 0,

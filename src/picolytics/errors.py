@@ -64,3 +64,21 @@ class NoReportDataError(PicolyticsError):
     """Nothing to report: the database has no picolytics tables or no site yet."""
 
     exit_code = 3
+
+
+class QueryError(PicolyticsError):
+    """A statistics query is invalid; `field` names the part that is wrong."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class QueryTimeoutError(PicolyticsError):
+    """A statistics query ran past QUERY_TIMEOUT_SEC and was cancelled in PostgreSQL."""
+
+
+class RollupError(PicolyticsError):
+    """The read model could not be brought up to date (database refused or went away)."""

@@ -1,0 +1,91 @@
+"""The vocabulary of the read side: metrics, dimensions, and the SQL that reads each
+dimension from raw rows. Said once, for the roller that fills the rollups
+(storage/rollup.py) and the query layer that reads them or the raw rows (stats/).
+What each one means: docs/read-model.md.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+Metric = Literal[
+    "visitors",
+    "visits",
+    "pageviews",
+    "views_per_visit",
+    "bounce_rate",
+    "visit_duration",
+    "events",
+]
+METRICS: Final[tuple[Metric, ...]] = get_args(Metric)
+# Metrics of the visit grain only: no meaning for a breakdown by an event dimension.
+VISIT_ONLY_METRICS: Final = frozenset({"views_per_visit", "bounce_rate", "visit_duration"})
+
+VisitDimension = Literal[
+    "entry_page",
+    "exit_page",
+    "source",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "country",
+    "region",
+    "city",
+    "browser",
+    "browser_version",
+    "os",
+    "os_version",
+    "device",
+]
+EventDimension = Literal["page", "event", "prop"]
+Dimension = Literal[VisitDimension, EventDimension]
+VISIT_DIMENSIONS: Final[tuple[VisitDimension, ...]] = get_args(VisitDimension)
+EVENT_DIMENSIONS: Final[tuple[EventDimension, ...]] = get_args(EventDimension)
+DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
+# A value of these is shown with the value it belongs to (Row.parent).
+PARENT_OF: Final[dict[Dimension, VisitDimension]] = {
+    "browser_version": "browser",
+    "os_version": "os",
+    "region": "country",
+    "city": "country",
+}
+
+# Visit dimensions over `sessions s`: the expression of the value, and of its parent.
+VISIT_COLUMNS: Final[dict[VisitDimension, str]] = {
+    "entry_page": "s.entry_path",
+    "exit_page": "s.exit_path",
+    # As the `visits` view: a campaign's source first, then the referrer.
+    "source": (
+        "CASE WHEN s.utm_source <> '' THEN s.utm_source"
+        " WHEN s.referrer_host <> '' THEN s.referrer_host ELSE '(direct)' END"
+    ),
+    "referrer": "s.referrer_host",
+    "utm_source": "s.utm_source",
+    "utm_medium": "s.utm_medium",
+    "utm_campaign": "s.utm_campaign",
+    "utm_content": "s.utm_content",
+    "utm_term": "s.utm_term",
+    "country": "s.country",
+    "region": "s.region",
+    "city": "s.city",
+    "browser": "s.browser",
+    "browser_version": "s.browser_version",
+    "os": "s.os",
+    "os_version": "s.os_version",
+    "device": "s.device_type",
+}
+# Event dimensions over `events e`; "prop" reads the key given as a parameter.
+EVENT_COLUMNS: Final[dict[EventDimension, str]] = {
+    "page": "e.path",
+    "event": "e.name",
+    "prop": "(e.props ->> %(prop_key)s)",
+}
+# Which event rows each event dimension groups (docs/read-model.md, Breakdowns).
+EVENT_ROWS: Final[dict[EventDimension, str]] = {
+    "page": "picolytics_is_pageview(e.name, e.path)",
+    "event": "picolytics_is_custom_event(e.name)",
+    "prop": "picolytics_is_custom_event(e.name) AND e.props ? %(prop_key)s",
+}

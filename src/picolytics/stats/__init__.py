@@ -1,0 +1,1 @@
+"""The query layer: one typed `Query` answered from rollups and raw rows alike."""
