@@ -10,12 +10,12 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from picolytics.accounting import BotReason
 
 DeviceType = Literal["desktop", "mobile", "tablet", "bot", "other"]
-DEVICE_TYPES: Final[tuple[DeviceType, ...]] = ("desktop", "mobile", "tablet", "bot", "other")
+DEVICE_TYPES: Final[tuple[DeviceType, ...]] = get_args(DeviceType)
 # A custom property value: text, a number or a boolean (ingest/props.py checks them).
 PropValue = str | int | float | bool
 Props = dict[str, PropValue]
