@@ -76,8 +76,11 @@ CREATE TABLE rollup_hours (
     PRIMARY KEY (site_id, hour)
 );
 
+-- The query layer reads rollup_stale too (a reader runs the same queries); it holds
+-- sites and days only, nothing about visitors.
 INSERT INTO reader_grants (object, privilege) VALUES
     ('rollup_days', 'SELECT'),
+    ('rollup_stale', 'SELECT'),
     ('rollup_visits', 'SELECT'),
     ('rollup_events', 'SELECT'),
     ('rollup_hours', 'SELECT');

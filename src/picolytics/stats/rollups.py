@@ -1,0 +1,144 @@
+"""The rollup path: which days of a period the rollups may answer, the time ranges
+left to the raw path, and the rollup rows as parts of a query (docs/read-model.md,
+How it is kept fast).
+
+A day is read from rollups when it is a whole local day of the period, rolled in the
+query's zone, and not stale. The days and their instants come from PostgreSQL
+(`day::timestamp AT TIME ZONE zone`, as storage/rollup_sql.py rolls them), so the
+rolled days and the raw ranges tile the period exactly, whatever the zone database of
+this process says. Both come from one snapshot (stats/engine.py runs every statement
+of a query in one REPEATABLE READ transaction).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+
+from picolytics.stats.filters import value_condition
+from picolytics.stats.query import Query
+from picolytics.stats.shape import Shape
+from picolytics.stats.sql import COMPONENTS, Params, Range, part
+
+USABLE_DAYS = """
+SELECT d.site_id, d.day,
+       d.day::timestamp AT TIME ZONE %(tz)s AS day_start,
+       (d.day + 1)::timestamp AT TIME ZONE %(tz)s AS day_end
+FROM rollup_days d
+WHERE d.site_id = ANY(%(sites)s::integer[]) AND d.timezone = %(tz)s
+  AND d.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
+  AND d.day <= (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date
+  AND d.day::timestamp AT TIME ZONE %(tz)s >= %(start)s::timestamptz
+  AND (d.day + 1)::timestamp AT TIME ZONE %(tz)s <= %(end)s::timestamptz
+  AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = d.site_id AND x.day = d.day)
+ORDER BY d.site_id, d.day
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A period cut into rolled (site, day) pairs and raw time ranges."""
+
+    rolled: tuple[tuple[int, date], ...]
+    raw: tuple[Range, ...]
+
+
+async def split_period(connection: AsyncConnection[Any], query: Query) -> Split:
+    period = query.period
+    sites = sorted(set(query.site_ids))
+    cursor = connection.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        USABLE_DAYS,
+        {"tz": period.timezone, "sites": sites, "start": period.start, "end": period.end},
+    )
+    rolled: list[tuple[int, date]] = []
+    covered: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for site_id, day, day_start, day_end in await cursor.fetchall():
+        rolled.append((site_id, day))
+        covered[site_id].append((day_start, day_end))
+    # Sites with the same gaps share one condition of the raw path.
+    gaps: dict[tuple[datetime, datetime], list[int]] = defaultdict(list)
+    for site_id in sites:
+        for gap in _gaps(period.start, period.end, covered[site_id]):
+            gaps[gap].append(site_id)
+    raw = tuple(Range(tuple(ids), start, end) for (start, end), ids in sorted(gaps.items()))
+    return Split(tuple(rolled), raw)
+
+
+def _gaps(
+    start: datetime, end: datetime, covered: list[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
+    """[start, end) less the covered intervals (sorted, disjoint, within it), in UTC."""
+    found = []
+    cursor = start.astimezone(UTC)
+    for covered_start, covered_end in covered:
+        if covered_start > cursor:
+            found.append((cursor, covered_start.astimezone(UTC)))
+        cursor = max(cursor, covered_end.astimezone(UTC))
+    if cursor < end:
+        found.append((cursor, end.astimezone(UTC)))
+    return found
+
+
+def rollup_parts(
+    query: Query, shape: Shape, rolled: tuple[tuple[int, date], ...], params: Params
+) -> list[str]:
+    """The parts (stats/sql.py, PART_COLUMNS) of the query from the rolled days."""
+    sites = params.add([site for site, _ in rolled], cast="::integer[]")
+    days = params.add([day for _, day in rolled], cast="::date[]")
+    rolled_days = f"unnest({sites}, {days}) AS u (site_id, day)"
+    if shape.hourly:
+        return [_hours_part(rolled_days)]
+    parts = []
+    if shape.visit_grain:
+        parts.append(_dimension_part("rollup_visits", query, shape, rolled_days, params))
+    if shape.event_grain:
+        parts.append(_dimension_part("rollup_events", query, shape, rolled_days, params))
+    return parts
+
+
+def _dimension_part(
+    table: str, query: Query, shape: Shape, rolled_days: str, params: Params
+) -> str:
+    visits = table == "rollup_visits"
+    columns = {"k": "r.day", "parent": "r.parent", "value": "r.value"}
+    if visits:
+        columns |= {
+            "visitors": "r.visitors",
+            "visits": "r.visits",
+            "bounces": "r.bounces",
+            "duration_s": "r.duration_s",
+            "session_pageviews": "r.pageviews",
+        }
+        if shape.dimension is not None:
+            columns["pageviews"] = "r.pageviews"  # the pageviews of those visits
+    else:
+        columns |= {"pageviews": "r.pageviews", "events": "r.events"}
+        if shape.dimension is not None:
+            columns |= {"visitors": "r.visitors", "visits": "r.visits"}
+    where = [f"r.dimension = {params.add(shape.dimension or '', cast='::text')}"]
+    if shape.dimension == "prop":
+        columns["parent"] = "''"  # the key is the query's, not a parent value
+        where.append(f"r.parent = {params.add(shape.prop_key, cast='::text')}")
+    if query.filters is not None:
+        where.append(value_condition(query.filters, "r.value", params))
+    from_where = (
+        f"FROM {table} r JOIN {rolled_days} ON r.site_id = u.site_id AND r.day = u.day\n"
+        "WHERE " + "\n  AND ".join(where)
+    )
+    return part(columns, from_where)
+
+
+def _hours_part(rolled_days: str) -> str:
+    columns = {"k": "h.hour", "parent": "''", "value": "''"}
+    columns |= {name: f"h.{name}" for name in COMPONENTS}  # rollup_hours has them all
+    from_where = (
+        f"FROM rollup_hours h JOIN {rolled_days}\n"
+        "  ON h.site_id = u.site_id AND h.hour >= u.day AND h.hour < u.day + 1"
+    )
+    return part(columns, from_where)

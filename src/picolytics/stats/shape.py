@@ -1,0 +1,71 @@
+"""What a valid query needs: which grains it reads, how its rows are grouped, and
+whether rollups can answer it (docs/read-model.md, How it is kept fast).
+
+Rollups answer, for the days they hold:
+- totals and day/week/month series without a filter (rollup_visits and
+  rollup_events, dimension ''), and hourly series without a filter (rollup_hours);
+- a breakdown, also per day/week/month, without a filter or with a filter whose every
+  condition is on the breakdown's own dimension (and, for "prop", its key): that is a
+  condition on the rows' values, and each rollup row is one value.
+Everything else reads raw rows for the whole period: a filter on another dimension
+(the rollups hold no combinations), an hourly series with a breakdown or a filter, and
+`events` by a visit dimension (the events of visits are not rolled up by visit value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from picolytics.dimensions import EVENT_DIMENSIONS, Dimension
+from picolytics.stats.filters import conditions
+from picolytics.stats.query import Query
+
+# Metrics of each grain when there is no breakdown.
+_VISIT_TOTALS = frozenset(
+    {"visitors", "visits", "bounce_rate", "visit_duration", "views_per_visit"}
+)
+_EVENT_TOTALS = frozenset({"pageviews", "events"})
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    dimension: Dimension | None
+    prop_key: str | None
+    hourly: bool
+    visit_grain: bool  # a part over visits (sessions with a pageview)
+    event_grain: bool  # a part over pageviews and custom events
+    visit_events: bool  # a visit breakdown's `events`: the counted events of each visit
+    rollups: bool  # may rollup rows answer the days they hold?
+
+    @property
+    def by_visit_dimension(self) -> bool:
+        return self.dimension is not None and self.dimension not in EVENT_DIMENSIONS
+
+    @property
+    def by_event_dimension(self) -> bool:
+        return self.dimension is not None and self.dimension in EVENT_DIMENSIONS
+
+
+def shape_of(query: Query) -> Shape:
+    """The shape of a query that stats/validate.py accepted."""
+    breakdown = query.breakdown
+    dimension = breakdown.dimension if breakdown else None
+    prop_key = breakdown.prop_key if breakdown else None
+    metrics = set(query.metrics)
+    if dimension is None:
+        visit_grain = bool(metrics & _VISIT_TOTALS)
+        event_grain = bool(metrics & _EVENT_TOTALS)
+    else:
+        visit_grain = dimension not in EVENT_DIMENSIONS
+        event_grain = not visit_grain
+    visit_events = dimension is not None and visit_grain and "events" in metrics
+    hourly = query.interval == "hour"
+    if query.filters is None:
+        rollups = not visit_events and not (hourly and dimension is not None)
+    else:
+        own = all(
+            c.dimension == dimension and (dimension != "prop" or c.prop_key == prop_key)
+            for c in conditions(query.filters)
+        )
+        rollups = own and not hourly and not visit_events
+    return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups)

@@ -1,0 +1,185 @@
+"""Checking a `Query` before any SQL runs, and reading its names from text.
+
+Every mistake is a QueryError whose `field` names the part of the query that is wrong
+(`site_ids`, `period.start`, `period.end`, `period.timezone`, `period`, `metrics`,
+`interval`, `breakdown`, `breakdown.prop_key`, `filters`, `order_by`, `limit`,
+`offset`), so the CLI and the Stats API can say which input to fix. A regular
+expression that PostgreSQL cannot compile is found when the query runs
+(stats/engine.py), with the same field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Final, TypeVar
+
+from picolytics.dimensions import (
+    DIMENSIONS,
+    EVENT_DIMENSIONS,
+    METRICS,
+    VISIT_ONLY_METRICS,
+    Dimension,
+    Metric,
+)
+from picolytics.errors import QueryError
+from picolytics.stats.patterns import check_pattern
+from picolytics.stats.periods import zone
+from picolytics.stats.query import (
+    INTERVALS,
+    MAX_LIMIT,
+    MAX_PERIOD_DAYS,
+    OPERATORS,
+    And,
+    Condition,
+    Filter,
+    Interval,
+    Not,
+    Operator,
+    Or,
+    Query,
+)
+
+MAX_SITES: Final = 1000
+MAX_CONDITIONS: Final = 20  # conditions in one filter, however nested
+MAX_DEPTH: Final = 8  # nesting of And / Or / Not
+MAX_VALUES: Final = 100  # values of one condition
+MAX_VALUE_LENGTH: Final = 2000
+
+T = TypeVar("T", bound=str)
+
+
+def _one_of(name: str, allowed: tuple[T, ...], field: str, what: str) -> T:
+    for candidate in allowed:
+        if name == candidate:
+            return candidate
+    raise QueryError(field, f"unknown {what} {name!r}; one of: {', '.join(allowed)}")
+
+
+def parse_metrics(names: Iterable[str], field: str = "metrics") -> tuple[Metric, ...]:
+    return tuple(_one_of(name, METRICS, field, "metric") for name in names)
+
+
+def parse_dimension(name: str, field: str = "breakdown") -> Dimension:
+    return _one_of(name, DIMENSIONS, field, "dimension")
+
+
+def parse_interval(name: str, field: str = "interval") -> Interval:
+    return _one_of(name, INTERVALS, field, "interval")
+
+
+def parse_operator(name: str, field: str = "filters") -> Operator:
+    return _one_of(name, OPERATORS, field, "operator")
+
+
+def validate(query: Query) -> None:
+    """Raise QueryError for the first thing wrong with `query`."""
+    _check_sites(query.site_ids)
+    _check_period(query)
+    if not query.metrics:
+        raise QueryError("metrics", "ask for at least one metric")
+    for metric in query.metrics:
+        _one_of(metric, METRICS, "metrics", "metric")
+    if len(set(query.metrics)) < len(query.metrics):
+        raise QueryError("metrics", "a metric is listed twice")
+    if query.interval is not None:
+        _one_of(query.interval, INTERVALS, "interval", "interval")
+    breakdown = query.breakdown
+    if breakdown is not None:
+        _check_dimension(breakdown.dimension, breakdown.prop_key, "breakdown")
+        if breakdown.dimension in EVENT_DIMENSIONS:
+            for metric in query.metrics:
+                if metric in VISIT_ONLY_METRICS:
+                    raise QueryError(
+                        "metrics",
+                        f"{metric} is a metric of visits; a breakdown by "
+                        f"{breakdown.dimension} counts events",
+                    )
+    if query.filters is not None:
+        count = _check_filter(query.filters, 1)
+        if count > MAX_CONDITIONS:
+            raise QueryError("filters", f"at most {MAX_CONDITIONS} conditions, not {count}")
+    _check_order(query)
+    if query.limit is not None and not 0 <= query.limit <= MAX_LIMIT:
+        raise QueryError("limit", f"must be between 0 and {MAX_LIMIT}")
+    if query.offset < 0:
+        raise QueryError("offset", "must not be negative")
+
+
+def _check_sites(site_ids: tuple[int, ...]) -> None:
+    if not site_ids:
+        raise QueryError("site_ids", "name at least one site")
+    if len(site_ids) > MAX_SITES:
+        raise QueryError("site_ids", f"at most {MAX_SITES} sites")
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in site_ids):
+        raise QueryError("site_ids", "site ids are integers")
+
+
+def _aware(value: object, field: str) -> datetime:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise QueryError(field, "must be an aware datetime (with a time zone)")
+    return value
+
+
+def _check_period(query: Query) -> None:
+    start = _aware(query.period.start, "period.start")
+    end = _aware(query.period.end, "period.end")
+    if end <= start:
+        raise QueryError("period.end", "must be after period.start")
+    if end - start > timedelta(days=MAX_PERIOD_DAYS):
+        raise QueryError("period", f"may span at most {MAX_PERIOD_DAYS} days")
+    zone(query.period.timezone, "period.timezone")
+
+
+def _check_text(value: object, field: str, what: str) -> None:
+    if not isinstance(value, str):
+        raise QueryError(field, f"{what} must be text")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise QueryError(field, f"{what} may be {MAX_VALUE_LENGTH} characters long")
+    if "\x00" in value:
+        raise QueryError(field, f"{what} must not contain NUL characters")
+
+
+def _check_dimension(dimension: str, prop_key: str | None, field: str) -> None:
+    _one_of(dimension, DIMENSIONS, field, "dimension")
+    if dimension == "prop":
+        if not prop_key:
+            raise QueryError(f"{field}.prop_key", "a prop dimension needs the property's key")
+        _check_text(prop_key, f"{field}.prop_key", "a property key")
+    elif prop_key is not None:
+        raise QueryError(f"{field}.prop_key", f"only a prop dimension has a key, not {dimension}")
+
+
+def _check_filter(filter_: Filter, depth: int) -> int:
+    """The filter's number of conditions, once it is checked."""
+    if depth > MAX_DEPTH:
+        raise QueryError("filters", f"And, Or and Not may nest {MAX_DEPTH} deep")
+    if isinstance(filter_, Not):
+        return _check_filter(filter_.filter, depth + 1)
+    if isinstance(filter_, And | Or):
+        if not filter_.filters:
+            raise QueryError("filters", f"{type(filter_).__name__} of no filters")
+        return sum(_check_filter(inner, depth + 1) for inner in filter_.filters)
+    if not isinstance(filter_, Condition):
+        raise QueryError("filters", f"not a filter: {type(filter_).__name__}")
+    _check_dimension(filter_.dimension, filter_.prop_key, "filters")
+    _one_of(filter_.operator, OPERATORS, "filters", "operator")
+    if not filter_.values or len(filter_.values) > MAX_VALUES:
+        raise QueryError("filters", f"a condition has 1 to {MAX_VALUES} values")
+    for value in filter_.values:
+        _check_text(value, "filters", "a value")
+        if filter_.operator in ("matches", "matches_not"):
+            check_pattern(value, "filters")
+    return 1
+
+
+def _check_order(query: Query) -> None:
+    for name, direction in query.order_by:
+        if direction not in ("asc", "desc"):
+            raise QueryError("order_by", f"direction is asc or desc, not {direction!r}")
+        if name == "time" and query.interval is None:
+            raise QueryError("order_by", "order by time needs an interval")
+        if name == "value" and query.breakdown is None:
+            raise QueryError("order_by", "order by value needs a breakdown")
+        if name not in ("time", "value") and name not in query.metrics:
+            raise QueryError("order_by", f"{name!r} is none of the query's metrics, time, value")
