@@ -159,6 +159,7 @@ def test_dry_run_reports_exactly_and_changes_nothing(migrated_database: str) -> 
         deleted_events=3,  # events_archive 1, events_default 2
         deleted_sessions=3,
         deleted_bot_counts=2,
+        rolled_up_days=55,  # to roll up first: every day from 15 January to 9 March
     )
     assert snapshot(migrated_database) == before
     assert summary(report) == [
@@ -166,6 +167,8 @@ def test_dry_run_reports_exactly_and_changes_nothing(migrated_database: str) -> 
         "cut-off: 2024-03-07 00:00 UTC (data received before it goes)",
         "would drop 6 event partition(s): " + ", ".join(EXPECTED_DROPS),
         "would delete 3 event(s), 3 session(s) and 2 bot count row(s)",
+        "would roll up 55 day(s) first, so their numbers outlive them",
+        "rollups are kept forever (PRUNE_ROLLUP_DAYS is 0)",
     ]
 
 
@@ -182,6 +185,7 @@ def test_prune_drops_expired_partitions_and_deletes_the_rest(migrated_database: 
         deleted_events=3,
         deleted_sessions=3,
         deleted_bot_counts=2,
+        rolled_up_days=55,
     )
     assert (report.dropped_partitions, report.deleted_events) == (
         preview.dropped_partitions,
@@ -324,19 +328,21 @@ def test_cli_dry_run_then_prune(migrated_database: str, tmp_path: Path) -> None:
     lines = dry.stdout.splitlines()
     assert lines[0] == "dry run: nothing was changed"
     assert lines[1].startswith("cut-off: ")
-    assert lines[2:] == [
+    assert lines[2:4] == [
         f"would drop 1 event partition(s): {expired}",
         "would delete 0 event(s), 1 session(s) and 1 bot count row(s)",
     ]
+    assert lines[4].startswith("would roll up ") and lines[5].startswith("rollups are kept")
     assert counts(migrated_database) == (2, 2, 2)
     # --days overrides PRUNE_DAYS.
     env["PRUNE_DAYS"] = "1000"
     done = run_cli("prune", "--days", "3", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1:] == [
+    assert done.stdout.splitlines()[1:3] == [
         f"dropped 1 event partition(s): {expired}",
         "deleted 0 event(s), 1 session(s) and 1 bot count row(s)",
     ]
+    assert done.stdout.splitlines()[3].startswith("rolled up ")
     assert "prune: dropped partition" in done.stderr  # progress is logged
     assert counts(migrated_database) == (1, 1, 1)
     assert expired not in partition_names(migrated_database)

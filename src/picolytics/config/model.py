@@ -53,6 +53,8 @@ class Config:
     geo_ip_file: str = "geoip.mmdb"
     prune_days: int = 0
     prune_check_hours: int = 24
+    prune_rollup_days: int = 0
+    rollup_interval_sec: int = 60
     session_timeout_min: int = 30
     admin_listen: str = ""
     disable_host_metrics: bool = True

@@ -281,6 +281,25 @@ SETTINGS: tuple[Setting, ...] = (
         8760,
     ),
     Setting(
+        "prune_rollup_days",
+        "PRUNE_ROLLUP_DAYS",
+        "pruneRollupDays",
+        "int",
+        "Days of rolled-up statistics to keep (0 = keep forever; else above pruneDays)",
+        0,
+        100_000,
+    ),
+    Setting(
+        "rollup_interval_sec",
+        "ROLLUP_INTERVAL_SEC",
+        "rollupIntervalSec",
+        "int",
+        "Seconds between two roll-ups of closed days by the server (0 = never: cron "
+        "`picolytics rollup`)",
+        0,
+        86_400,
+    ),
+    Setting(
         "session_timeout_min",
         "SESSION_TIMEOUT_MIN",
         "sessionTimeoutMin",

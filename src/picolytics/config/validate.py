@@ -40,6 +40,29 @@ def validate(config: Config) -> None:
         )
     if not config.data_dir:
         raise setting_error(BY_FIELD["data_dir"], "", "must name a folder")
+    _validate_retention(config)
+
+
+def _validate_retention(config: Config) -> None:
+    """Rollups outlive raw rows, or are kept forever (docs/read-model.md).
+
+    Rollups are dropped by whole local days and raw rows at a UTC midnight, so a local
+    day at the raw cut-off still has some raw rows; keeping rollups at least one day
+    longer than raw rows means the roller never finds a day without its rollup but
+    with raw rows (which it would roll up again, from a part of the day).
+    """
+    days, raw_days = config.prune_rollup_days, config.prune_days
+    if days == 0:
+        return
+    setting = BY_FIELD["prune_rollup_days"]
+    if raw_days == 0:
+        raise setting_error(
+            setting, days, "must be 0 while pruneDays is 0 (raw rows are kept forever)"
+        )
+    if days <= raw_days:
+        raise setting_error(
+            setting, days, f"must be 0 or above pruneDays ({raw_days}): rollups outlive raw rows"
+        )
 
 
 def _validate_listen_addr(config: Config, field: str) -> None:

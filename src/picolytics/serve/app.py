@@ -31,6 +31,8 @@ from picolytics.serve.static import StaticFiles, choose_static_dir
 from picolytics.storage.maintenance import maintain
 from picolytics.storage.pipeline import Pipeline
 from picolytics.storage.prune import prune
+from picolytics.storage.roller import catch_up
+from picolytics.storage.roller import summary as rollup_summary
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,11 @@ class Services:
         hours = self.config.prune_check_hours
         while True:
             try:
-                await prune(self.conninfo, self.config.prune_days)
+                await prune(
+                    self.conninfo,
+                    self.config.prune_days,
+                    rollup_days=self.config.prune_rollup_days,
+                )
             except Exception as error:  # a failed prune waits for the next check
                 log.warning(
                     "scheduled prune failed, will retry in %d hour(s): %s",
@@ -107,6 +113,23 @@ class Services:
                     first_line(error),
                 )
             await asyncio.sleep(hours * 3600)
+
+    async def rollup_forever(self) -> None:
+        """Roll up the due days at startup, then every ROLLUP_INTERVAL_SEC, on a
+        connection of its own (ingest never waits for it). With several processes the
+        roller's lock lets one roll while the others skip the round."""
+        interval = self.config.rollup_interval_sec
+        while True:
+            try:
+                report = await catch_up(self.conninfo)
+            except Exception as error:  # keep rolling up after outages
+                log.warning("rollup failed, will retry in %d s: %s", interval, first_line(error))
+            else:
+                if report.failed:
+                    log.warning(
+                        "rollup: %s; first failure: %s", rollup_summary(report), report.failed[0]
+                    )
+            await asyncio.sleep(interval)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -118,6 +141,8 @@ class Services:
         ]
         if self.config.prune_days > 0:
             background.append(asyncio.create_task(self.prune_forever(), name="picolytics-prune"))
+        if self.config.rollup_interval_sec > 0:
+            background.append(asyncio.create_task(self.rollup_forever(), name="picolytics-rollup"))
         try:
             yield
         finally:

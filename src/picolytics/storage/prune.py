@@ -8,6 +8,14 @@ spanning the cut-off) are deleted in bounded batches, each its own transaction, 
 no lock is held for long. Sessions last seen and bot counts of days before the
 cut-off follow, also in batches.
 
+Rolled-up statistics outlive raw rows (docs/read-model.md, Retention): before any raw
+row goes, every due day is rolled up (roller.py), so the numbers of the days about to
+lose their raw rows are kept; if a day cannot be rolled, nothing is pruned. Every
+local day that ended ROLL_DELAY ago is due, which covers every day a cut-off of
+PRUNE_DAYS >= 1 touches except, within the first hour after a UTC midnight, a 25-hour
+local day (clocks going back) right at the cut-off. Rollups themselves are removed by
+local day after PRUNE_ROLLUP_DAYS (0 = never), which must exceed PRUNE_DAYS.
+
 Only one process prunes at a time: a session-level advisory lock, tried and never
 waited for, makes the others skip.
 """
@@ -23,6 +31,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 
 from picolytics.errors import PruneError, first_line
+from picolytics.storage import roller
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,10 @@ class PruneReport:
     deleted_events: int = 0  # rows deleted outside the dropped partitions
     deleted_sessions: int = 0
     deleted_bot_counts: int = 0
+    rolled_up_days: int = 0  # days rolled up first (dry run: that would be)
+    rollup_cutoff: date | None = None  # rollups of days before it go; None: kept forever
+    deleted_rollup_days: int = 0
+    deleted_rollup_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,11 +210,41 @@ async def _drop(connection: Connection, partition: _Partition, lock_timeout: tim
     return True
 
 
-async def _preview(connection: Connection, cutoff: datetime) -> PruneReport:
+# The rollups, by local day: rollup_days first, so that no query uses a day whose rows
+# are half gone (it reads the day's raw rows, which went before).
+ROLLUP_DAYS_TABLE = sql.Identifier("rollup_days")
+COUNT_OLD_ROLLUP_DAYS = "SELECT count(*) FROM rollup_days WHERE day < %s"
+DELETE_OLD_ROLLUP_DAYS = "DELETE FROM rollup_days WHERE day < %s"
+DELETE_OLD_STALE_MARKS = "DELETE FROM rollup_stale WHERE day < %s"
+
+
+def _rollup_rows(cutoff: date) -> list[_Expired]:
+    return [
+        _Expired("rollups", sql.Identifier("rollup_visits"), "day", cutoff),
+        _Expired("rollups", sql.Identifier("rollup_events"), "day", cutoff),
+        # Local wall-clock hours: the first hour of the cut-off day is its midnight.
+        _Expired(
+            "rollups", sql.Identifier("rollup_hours"), "hour", datetime.combine(cutoff, time.min)
+        ),
+    ]
+
+
+async def _preview(
+    connection: Connection, cutoff: datetime, rollup_cutoff: date | None, now: datetime | None
+) -> PruneReport:
+    due = await roller.due_days(connection, now)
+    log.info("prune (dry run): %d day(s) to roll up first", len(due))
     drop, trim = _plan(await _event_partitions(connection), cutoff)
-    counts = {"events": 0, "sessions": 0, "bot_counts": 0}
-    for expired in _expired_rows(trim, cutoff):
-        counts[expired.label] += await _count(connection, expired)
+    counts = {"events": 0, "sessions": 0, "bot_counts": 0, "rollups": 0}
+    expired = _expired_rows(trim, cutoff)
+    rollup_days = 0
+    if rollup_cutoff is not None:
+        expired += _rollup_rows(rollup_cutoff)
+        cursor = await connection.execute(COUNT_OLD_ROLLUP_DAYS, (rollup_cutoff,))
+        row = await cursor.fetchone()
+        rollup_days = int(str(row[0])) if row else 0
+    for rows in expired:
+        counts[rows.label] += await _count(connection, rows)
     return PruneReport(
         cutoff,
         dry_run=True,
@@ -209,12 +252,47 @@ async def _preview(connection: Connection, cutoff: datetime) -> PruneReport:
         deleted_events=counts["events"],
         deleted_sessions=counts["sessions"],
         deleted_bot_counts=counts["bot_counts"],
+        rolled_up_days=len(due),
+        rollup_cutoff=rollup_cutoff,
+        deleted_rollup_days=rollup_days,
+        deleted_rollup_rows=counts["rollups"],
     )
 
 
+async def _roll_up_first(connection: Connection, now: datetime | None) -> int:
+    """Roll up every due day (waiting for a roller of another process); raise if a day
+    could not be rolled, before any raw row is removed."""
+    report = await roller.catch_up(connection, now, wait=True)
+    if report.failed:
+        raise PruneError(
+            f"rolling up before pruning failed for {len(report.failed)} day(s), so nothing "
+            f"was pruned: {report.failed[0]}"
+        )
+    return report.rolled
+
+
+async def _remove_rollups(connection: Connection, cutoff: date, batch_size: int) -> tuple[int, int]:
+    """(rolled-up days, rollup rows) deleted from before the cut-off day."""
+    cursor = await connection.execute(DELETE_OLD_ROLLUP_DAYS, (cutoff,))
+    days = max(cursor.rowcount, 0)
+    await connection.execute(DELETE_OLD_STALE_MARKS, (cutoff,))
+    log.info("prune: deleted %d rolled-up day(s) from before %s", days, cutoff)
+    rows = 0
+    for expired in _rollup_rows(cutoff):
+        rows += await _delete_in_batches(connection, expired, batch_size)
+    return days, rows
+
+
 async def _remove(
-    connection: Connection, cutoff: datetime, batch_size: int, lock_timeout: timedelta
+    connection: Connection,
+    cutoff: datetime,
+    batch_size: int,
+    lock_timeout: timedelta,
+    *,
+    rollup_cutoff: date | None,
+    now: datetime | None,
 ) -> PruneReport:
+    rolled = await _roll_up_first(connection, now)
     drop, trim = _plan(await _event_partitions(connection), cutoff)
     log.info("prune: %d partition(s) to drop, %d to delete rows from", len(drop), len(trim))
     dropped: list[str] = []
@@ -225,6 +303,9 @@ async def _remove(
     counts = {"events": 0, "sessions": 0, "bot_counts": 0}
     for expired in _expired_rows(trim, cutoff):
         counts[expired.label] += await _delete_in_batches(connection, expired, batch_size)
+    rollup_days, rollup_rows = 0, 0
+    if rollup_cutoff is not None:
+        rollup_days, rollup_rows = await _remove_rollups(connection, rollup_cutoff, batch_size)
     return PruneReport(
         cutoff,
         dry_run=False,
@@ -233,6 +314,10 @@ async def _remove(
         deleted_events=counts["events"],
         deleted_sessions=counts["sessions"],
         deleted_bot_counts=counts["bot_counts"],
+        rolled_up_days=rolled,
+        rollup_cutoff=rollup_cutoff,
+        deleted_rollup_days=rollup_days,
+        deleted_rollup_rows=rollup_rows,
     )
 
 
@@ -240,13 +325,22 @@ async def prune(
     conninfo: str,
     days: int,
     *,
+    rollup_days: int = 0,
     dry_run: bool = False,
     now: datetime | None = None,
     batch_size: int = BATCH_ROWS,
     lock_timeout: timedelta = DROP_LOCK_TIMEOUT,
 ) -> PruneReport:
-    """Remove (or, with dry_run, only count) what was received before the cut-off."""
+    """Roll up what is due, then remove (or, with dry_run, only count) what was
+    received before the cut-off, and the rollups of days before the rollup cut-off
+    (rollup_days; 0 keeps them forever). `now` defaults to the current time (the
+    database's, for what is due)."""
+    if rollup_days and rollup_days <= days:
+        raise ValueError("rollup_days must be 0 or above days: rollups outlive raw rows")
     cutoff = cutoff_for(now or datetime.now(UTC), days)
+    rollup_cutoff = (
+        cutoff_for(now or datetime.now(UTC), rollup_days).date() if rollup_days else None
+    )
     log.info("prune%s: removing data from before %s", " (dry run)" if dry_run else "", cutoff)
     try:
         async with await AsyncConnection.connect(conninfo, autocommit=True) as connection:
@@ -257,9 +351,16 @@ async def prune(
                 log.info("prune: another process is pruning, skipping")
                 return PruneReport(cutoff, dry_run, skipped=True)
             if dry_run:
-                report = await _preview(connection, cutoff)
+                report = await _preview(connection, cutoff, rollup_cutoff, now)
             else:
-                report = await _remove(connection, cutoff, batch_size, lock_timeout)
+                report = await _remove(
+                    connection,
+                    cutoff,
+                    batch_size,
+                    lock_timeout,
+                    rollup_cutoff=rollup_cutoff,
+                    now=now,
+                )
     except psycopg.Error as error:
         raise PruneError(f"pruning failed: {first_line(error)}") from None
     log.info("prune finished: %s", "; ".join(summary(report)))
@@ -283,6 +384,15 @@ def summary(report: PruneReport) -> list[str]:
         f"{delete} {report.deleted_events} event(s), {report.deleted_sessions} session(s) "
         f"and {report.deleted_bot_counts} bot count row(s)"
     )
+    roll = "would roll up" if report.dry_run else "rolled up"
+    lines.append(f"{roll} {report.rolled_up_days} day(s) first, so their numbers outlive them")
+    if report.rollup_cutoff is None:
+        lines.append("rollups are kept forever (PRUNE_ROLLUP_DAYS is 0)")
+    else:
+        lines.append(
+            f"{delete} the rollups of {report.deleted_rollup_days} day(s) from before "
+            f"{report.rollup_cutoff} ({report.deleted_rollup_rows} row(s))"
+        )
     if report.busy_partitions:
         lines.append("busy, left for the next prune: " + ", ".join(report.busy_partitions))
     return lines

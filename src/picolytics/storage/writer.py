@@ -9,6 +9,8 @@ Whatever the batch's size:
      batch adds nothing twice) and folds only the rows really inserted into the
      session aggregates, so retries are idempotent end to end;
   5. bot counts, when the batch saw bots.
+Step 4 also marks, in `rollup_stale`, every local day whose rollup the batch may have
+made wrong (a late write: see MARK_AGE), so the mark commits with the rows.
 So events and sessions are safe to retry after any failure, even when the commit's
 outcome is unknown; bot counts are plain sums, which such a retry may add twice.
 When to retry is the pipeline's call (pipeline.py).
@@ -77,10 +79,37 @@ SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 # quadratic in the batch size; hash and merge joins are always right here.
 DISABLE_NESTED_LOOPS = "SET enable_nestloop = off"
 
+# Late writes (docs/read-model.md, "Why no write is lost"). A local
+# day (in its site's zone) is rolled up only once it ended ROLL_DELAY ago
+# (storage/roller.py); a batch that writes an event received on, or changes a visit
+# started on, a day that ended more than MARK_AGE before the batch's transaction began
+# marks that day in rollup_stale, in the same transaction. A write it does not mark
+# therefore touches only days that ended after (transaction start - MARK_AGE); it is
+# visible once it commits, at most about WRITE_TIMEOUT_S (pipeline.py: 60 s, the
+# client's deadline for the whole write, after which the transaction is abandoned and
+# never commits) after its start; and such a day is rolled no earlier than
+# (transaction start - MARK_AGE + ROLL_DELAY). So ROLL_DELAY - MARK_AGE (15 min, with
+# ROLL_DELAY = 1 h) is kept well above WRITE_TIMEOUT_S: an unmarked write always
+# commits before its day can be rolled, and the roll sees it. MARK_AGE itself is as
+# large as that allows, so the ordinary stragglers (a batch in flight at midnight, a
+# short outage's backlog, a visit that goes on past midnight) mark nothing: their day
+# is not rolled yet anyway. Both clocks are the database's (now()), never a server's.
+MARK_AGE = timedelta(minutes=45)
+_MARK_AGE = f"interval '{int(MARK_AGE.total_seconds())} seconds'"
+
 # Only events inserted now (not already present from an earlier try) reach the
 # session aggregates; session details come from each session's first new event.
 # Returns the number of sessions opened (rows inserted rather than updated).
-INSERT_EVENTS_AND_SESSIONS = """
+# `marked` inserts the late-write marks: the local days of the new events' receipt
+# and of the changed visits' start (before and after this batch: a late event may
+# move a visit's start to an earlier day). A subquery in RETURNING reads the
+# statement's snapshot, so it sees a visit's start as it was before this statement;
+# it only runs for the rare visit that started before MARK_AGE ago. Recent rows are
+# filtered out on their time alone, so the common batch costs one comparison a row;
+# late ones are grouped by minute (zone offsets are whole minutes, so a local day never
+# starts inside one) before each site's zone is looked up, once per site and minute
+# (OFFSET 0 keeps the lookup from being copied into each expression that uses it).
+INSERT_EVENTS_AND_SESSIONS = f"""
 WITH inserted AS (
     INSERT INTO events (site_id, received_at, event_id, session_id, visitor_id, name, path,
                         referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props)
@@ -128,7 +157,33 @@ ON CONFLICT (site_id, session_id) DO UPDATE SET
                       THEN EXCLUDED.entry_path ELSE s.entry_path END,
     exit_path = CASE WHEN EXCLUDED.exit_path <> '' AND EXCLUDED.last_seen_at >= s.last_seen_at
                      THEN EXCLUDED.exit_path ELSE s.exit_path END
-RETURNING xmax = 0 AS opened
+RETURNING xmax = 0 AS opened, s.site_id, s.started_at,
+    CASE WHEN xmax <> 0 AND s.started_at < now() - {_MARK_AGE} THEN
+        (SELECT p.started_at FROM sessions p
+         WHERE p.site_id = s.site_id AND p.session_id = s.session_id)
+    END AS previous_started_at
+), late (site_id, at) AS (
+    SELECT site_id, received_at FROM inserted WHERE received_at < now() - {_MARK_AGE}
+    UNION ALL
+    SELECT site_id, started_at FROM upserted WHERE started_at < now() - {_MARK_AGE}
+    UNION ALL
+    SELECT site_id, previous_started_at FROM upserted
+    WHERE previous_started_at < now() - {_MARK_AGE}
+), late_minutes AS (
+    SELECT DISTINCT site_id, date_trunc('minute', at) AS at FROM late
+), late_days AS (
+    SELECT DISTINCT site_id, (at AT TIME ZONE zone)::date AS day, zone
+    FROM (SELECT site_id, at,
+                 (SELECT timezone FROM sites z WHERE z.site_id = m.site_id) AS zone
+          FROM late_minutes m OFFSET 0) AS zoned
+), marked AS (
+    INSERT INTO rollup_stale (site_id, day)
+    SELECT site_id, day FROM late_days
+    WHERE ((day + 1)::timestamp AT TIME ZONE zone) < now() - {_MARK_AGE}
+    ORDER BY site_id, day
+    -- DO UPDATE, not DO NOTHING: it locks a mark that is already there, so a roller
+    -- clearing that mark waits for this batch to commit and then reads its rows.
+    ON CONFLICT (site_id, day) DO UPDATE SET day = EXCLUDED.day
 )
 SELECT count(*) FILTER (WHERE opened) FROM upserted
 """
