@@ -1,13 +1,14 @@
-"""Time `picolytics report` on a large database, and show that its queries use indexes.
+"""Time `picolytics report` on a large database.
 
-Usage: python scripts/bench_report.py [--events N] [--span-days D] [--data-dir PATH] [--explain]
+Usage: python scripts/bench_report.py [--events N] [--span-days D] [--data-dir PATH]
 
 Fills a database with N events (default 10 million) in about N/5 sessions spread over
 the last D days (default 30), on two sites (90 % / 10 %), entirely in SQL
 (generate_series; no Python loop per row): the daily partitions first, indexes
 dropped during the load and rebuilt after it, then ANALYZE. Then it times the report
 (the last 7 days of the big site, and the whole span over every site), each run twice
-(the first may read from disk), and prints the index each query's plan uses.
+(the first may read from disk). The report reads through the query layer (stats/);
+scripts/bench_query.py times each of its query classes, with and without rollups.
 
 The database: PICOLYTICS_BENCH_DSN (a database that is emptied!) if set, else an
 embedded PostgreSQL in --data-dir (kept, and reused without refilling when it already
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -31,7 +31,6 @@ from typing import Any
 import psycopg
 
 from picolytics.report import query as report
-from picolytics.report import sql as report_sql
 from picolytics.storage import migrate
 
 SITES = ("bench.example", "small.example")
@@ -160,44 +159,6 @@ def already_filled(conninfo: str) -> int:
     return int(row[0]) if row else 0
 
 
-def explain(conninfo: str, period: report.Period, sites: list[str], show: bool) -> None:
-    params: dict[str, Any] = {
-        "start": period.start,
-        "end": period.end,
-        "first": period.first,
-        "last": period.last,
-        "sites": sites,
-        "limit": report.DEFAULT_LIMIT,
-    }
-    queries = [
-        ("summary", report_sql.SUMMARY),
-        ("pageviews/day", report_sql.PAGEVIEWS_PER_DAY),
-        ("visits/day", report_sql.VISITS_PER_DAY),
-        *report_sql.TABLE_QUERIES,
-    ]
-    with psycopg.connect(conninfo) as connection:
-        for name, query in queries:
-            began = time.perf_counter()
-            plan = "\n".join(
-                line
-                for (line,) in connection.execute(
-                    f"EXPLAIN (ANALYZE, BUFFERS) {query}", params
-                ).fetchall()
-            )
-            elapsed = time.perf_counter() - began
-            used = sorted(set(re.findall(r"(?:Index|Index Only|Bitmap Index) Scan on (\w+)", plan)))
-            indexes = sorted(
-                {re.sub(r"^events_\d{8}_|^events_default_", "events:", u) for u in used}
-            )
-            seq = sorted(set(re.findall(r"Seq Scan on (\w+)", plan)))
-            print(
-                f"  {name:<18} {elapsed:6.2f} s  index: {', '.join(indexes) or '-'}"
-                f"{'  seq: ' + ', '.join(seq) if seq else ''}"
-            )
-            if show:
-                print(plan)
-
-
 def time_report(conninfo: str, label: str, period: report.Period, sites: list[str]) -> None:
     for attempt in ("first", "again"):
         began = time.perf_counter()
@@ -236,7 +197,6 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--span-days", type=int, default=30)
     parser.add_argument("--data-dir", help="keep the embedded database here (and reuse it)")
-    parser.add_argument("--explain", action="store_true", help="print every query plan")
     options = parser.parse_args()
     with database(options.data_dir) as conninfo:
         migrate.apply(conninfo)
@@ -253,8 +213,6 @@ def main() -> None:
         span = report.resolve_period(options.span_days + 1, None, None, today)
         time_report(conninfo, f"7 days, {SITES[0]}", week, [SITES[0]])
         time_report(conninfo, f"{len(span.days)} days, every site", span, list(SITES))
-        print(f"queries of the 7-day report on {SITES[0]} (EXPLAIN ANALYZE):")
-        explain(conninfo, week, [SITES[0]], options.explain)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,19 @@ LAYERS: dict[str, int] = {
     # domain
     "enrich": 1,
     "storage": 1,
-    # features
-    "ingest": 2,
-    "report": 2,
-    "tls": 2,
+    # query: the one query layer, which every feature that shows numbers reads through
     "stats": 2,
-    "api": 2,
-    "dashboard": 2,
-    "imports": 2,
+    # features
+    "ingest": 3,
+    "report": 3,
+    "tls": 3,
+    "api": 3,
+    "dashboard": 3,
+    "imports": 3,
     # serving
-    "serve": 3,
+    "serve": 4,
     # edge
-    "cli": 4,
+    "cli": 5,
 }
 GROUND = 0
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers.database import reachable_tempdir, reader_login
+from helpers.database import query, reachable_tempdir, reader_login
 from helpers.events import run, write
 from helpers.processes import PICOLYTICS, clean_env, run_cli
 from helpers.reporting import (
@@ -52,6 +52,7 @@ from picolytics.report import render as report_render
 from picolytics.report.query import (
     DEFAULT_DAYS,
     Period,
+    PeriodOptions,
     Report,
     build_report,
     report_from,
@@ -59,6 +60,7 @@ from picolytics.report.query import (
 )
 from picolytics.storage import migrate
 from picolytics.storage.embedded import EmbeddedPostgres
+from picolytics.storage.rollup import roll_day
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 DAY = Period(date(2025, 3, 10), date(2025, 3, 10))
@@ -94,8 +96,11 @@ def seeded(module_database: str, admin_conninfo: str) -> Iterator[Seeded]:
 def make_report(
     conninfo: str, period: Period, sites: tuple[str, ...] = (SITE,), **kw: Any
 ) -> Report:
-    with psycopg.connect(conninfo) as connection:
-        return build_report(connection, period, sites, now=NOW, **kw)
+    async def build() -> Report:
+        async with await psycopg.AsyncConnection.connect(conninfo) as connection:
+            return await build_report(connection, period, sites, now=NOW, **kw)
+
+    return run(build())
 
 
 # --- the expected numbers ------------------------------------------------------------------
@@ -171,6 +176,7 @@ def week_document() -> dict[str, Any]:
         "all_sites": False,
         "from": "2025-03-04",
         "to": "2025-03-10",
+        "timezone": "UTC",
         "days": 7,
         "limit": 10,
         "summary": {
@@ -247,11 +253,12 @@ def week_csv() -> dict[str, list[list[str]]]:
     summary = document["summary"]
     files = {
         "summary.csv": [
-            ["sites", "from", "to", *summary],
+            ["sites", "from", "to", "timezone", *summary],
             [
                 "example.com",
                 "2025-03-04",
                 "2025-03-10",
+                "UTC",
                 "4",
                 "6",
                 "13",
@@ -471,6 +478,128 @@ def test_database_without_the_schema(fresh_database: str) -> None:
     assert "no picolytics tables" in str(caught.value)
 
 
+# --- the read model and time zones --------------------------------------------------------
+
+EVERY_DAY = Period(date(2025, 2, 27), date(2025, 3, 10))
+
+
+def roll_up(conninfo: str, zone: str, first: date, last: date) -> None:
+    """Roll every day of every site up in `zone`, as the roller would once closed."""
+
+    async def roll() -> None:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+            cursor = await connection.execute("SELECT site_id FROM sites ORDER BY site_id")
+            for (site_id,) in await cursor.fetchall():
+                for n in range((last - first).days + 1):
+                    await roll_day(connection, site_id, first + timedelta(days=n), zone)
+
+    run(roll())
+
+
+@pytest.fixture
+def own_copy(migrated_database: str) -> str:
+    """The module's dataset in a database of the test's own, to roll up or change."""
+    run(write(migrated_database, dataset(NOW) + custom_events(NOW), bots(NOW.date())))
+    return migrated_database
+
+
+def test_the_same_report_from_rollups(own_copy: str) -> None:
+    """Rolled-up days give the very numbers the raw rows give, bounces included."""
+    periods = [DAY, WEEK, EVERY_DAY]
+    zones = ["UTC", "Europe/Berlin"]
+    sites: list[tuple[str, ...]] = [(SITE,), ()]
+    raw = {
+        (p, z, s): make_report(own_copy, p, s, timezone=z, limit=None)
+        for p in periods
+        for z in zones
+        for s in sites
+    }
+    roll_up(own_copy, "UTC", date(2025, 2, 27), date(2025, 3, 10))
+    assert query(own_copy, "SELECT count(*) FROM rollup_days") == [(24,)]
+    for (period, zone, chosen), expected in raw.items():
+        # Berlin's days are not rolled (another zone): read raw, the same as before.
+        assert make_report(own_copy, period, chosen, timezone=zone, limit=None) == expected
+    # With the raw rows gone (as prune leaves rolled days), the numbers stay, from the
+    # rollups alone; but campaigns group three fields at once, which only raw rows hold.
+    query(own_copy, "DELETE FROM events RETURNING 1")
+    query(own_copy, "DELETE FROM sessions RETURNING 1")
+    for chosen in sites:
+        before = raw[WEEK, "UTC", chosen]
+        after = make_report(own_copy, WEEK, chosen, timezone="UTC", limit=None)
+        assert (after.summary, after.daily) == (before.summary, before.daily)
+        assert after.table("campaigns").rows == ()
+        for table in before.tables:
+            if table.name != "campaigns":
+                assert after.table(table.name) == table
+
+
+def test_a_site_zone_is_the_default_zone(own_copy: str) -> None:
+    in_utc = make_report(own_copy, DAY, ()).summary
+    query(
+        own_copy, "UPDATE sites SET timezone = 'Asia/Tokyo' WHERE domain = %s RETURNING 1", (SITE,)
+    )
+    report = make_report(own_copy, DAY)
+    assert report.timezone == "Asia/Tokyo"
+    assert (report.period.start, report.period.end) == (
+        datetime(2025, 3, 9, 15, tzinfo=UTC),
+        datetime(2025, 3, 10, 15, tzinfo=UTC),
+    )
+    assert report_render.render_text(report).splitlines()[1] == (
+        "2025-03-10 to 2025-03-10 (Asia/Tokyo, 1 day)"
+    )
+    assert json.loads(report_render.render_json(report))["timezone"] == "Asia/Tokyo"
+    # Two sites in two zones: UTC; in one zone: that one; --timezone wins.
+    assert make_report(own_copy, DAY, ()).timezone == "UTC"
+    query(own_copy, "UPDATE sites SET timezone = 'Asia/Tokyo' RETURNING 1")
+    assert make_report(own_copy, DAY, ()).timezone == "Asia/Tokyo"
+    assert make_report(own_copy, DAY, (), timezone="UTC").summary == in_utc
+
+
+def test_visitors_are_summed_over_local_days(migrated_database: str) -> None:
+    """One person, two visits an hour apart on one UTC day: one visitor id. In Berlin
+    the visits fall on two local days, so the period has a visitor on each day: two
+    (docs/read-model.md, What the numbers mean)."""
+    at = datetime(2025, 3, 10, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
+    later = at + timedelta(hours=1)  # 00:30 on the 11th in Berlin; a visit of its own
+    run(
+        write(
+            migrated_database, [page_event(at, A, "load", "/"), page_event(later, A, "load", "/")]
+        )
+    )
+    two_days = Period(date(2025, 3, 10), date(2025, 3, 11))
+    utc = make_report(migrated_database, two_days, timezone="UTC")
+    berlin = make_report(migrated_database, two_days, timezone="Europe/Berlin")
+    assert (utc.summary.visits, utc.summary.visitors) == (2, 1)
+    assert [(d.day.day, d.visits, d.visitors) for d in utc.daily] == [(10, 2, 1), (11, 0, 0)]
+    assert (berlin.summary.visits, berlin.summary.visitors) == (2, 2)
+    assert [(d.day.day, d.visits, d.visitors) for d in berlin.daily] == [(10, 1, 1), (11, 1, 1)]
+    assert berlin.table("pages").rows == (("/", 2, 2),)
+    assert utc.table("pages").rows == (("/", 2, 1),)
+
+
+def test_today_is_the_zone_today(own_copy: str) -> None:
+    late = datetime(2025, 3, 10, 23, 30, tzinfo=UTC)  # the 11th in Berlin already
+
+    async def build(zone: str) -> Report:
+        async with await psycopg.AsyncConnection.connect(own_copy) as connection:
+            options = PeriodOptions(days=2)
+            return await build_report(connection, options, (SITE,), timezone=zone, now=late)
+
+    assert run(build("UTC")).period == Period(date(2025, 3, 9), date(2025, 3, 10), "UTC")
+    berlin = run(build("Europe/Berlin")).period
+    assert berlin == Period(date(2025, 3, 10), date(2025, 3, 11), "Europe/Berlin")
+    assert berlin.start == datetime(2025, 3, 9, 23, tzinfo=UTC)
+
+
+def test_a_bad_zone_names_the_flag(seeded: Seeded) -> None:
+    with pytest.raises(ReportOptionError) as caught:
+        make_report(seeded.conninfo, DAY, timezone="Mars/Olympus_Mons")
+    assert str(caught.value) == (
+        "--timezone: 'Mars/Olympus_Mons' is not a known IANA time zone (e.g. Europe/Berlin, UTC)"
+    )
+    assert caught.value.exit_code == 2
+
+
 # --- rendering details ---------------------------------------------------------------------
 
 
@@ -523,6 +652,22 @@ def test_cli_json_to_a_file(seeded: Seeded, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_cli_in_another_zone(seeded: Seeded, tmp_path: Path) -> None:
+    env = {"PGCONNSTRING": seeded.conninfo}
+    args = ["--from", "2025-03-10", "--to", "2025-03-10", "--timezone", "Pacific/Kiritimati"]
+    result = run_cli("report", *args, "--format", "json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["timezone"], document["from"], document["days"]) == (
+        "Pacific/Kiritimati",
+        "2025-03-10",
+        1,
+    )
+    # UTC+14: the 10th there ends at 10:00 UTC, so only the visits started before count.
+    assert (document["summary"]["visits"], document["summary"]["visitors"]) == (3, 3)
+
+
+@pytest.mark.slow
 def test_cli_csv_zip(seeded: Seeded, tmp_path: Path) -> None:
     env = {"PGCONNSTRING": seeded.conninfo}
     args = ["--site", SITE, "--from", "2025-03-04", "--to", "2025-03-10", "--format", "csv"]
@@ -559,6 +704,8 @@ def test_cli_ascii_terminal(seeded: Seeded, tmp_path: Path) -> None:
         (["--days", "7", "--from", "2025-03-01"], "--days cannot be combined with --from/--to"),
         (["--to", "2025-03-01"], "--to needs --from"),
         (["--site", "nope.example"], "--site: no site 'nope.example' in the database"),
+        (["--timezone", "Mars/Olympus_Mons"], "--timezone: 'Mars/Olympus_Mons' is not a known"),
+        (["--timezone", "cet"], "--timezone: 'cet' is not a known IANA time zone"),
     ],
 )
 def test_cli_bad_options_exit_2(

@@ -4,10 +4,11 @@ turns picolytics' errors into one clean line and an exit code."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,27 @@ import click
 
 from picolytics import __version__
 from picolytics.config import Config, load_config, write_default_config
-from picolytics.errors import PicolyticsError, PruneBusyError, ServerError
+from picolytics.errors import (
+    PicolyticsError,
+    PruneBusyError,
+    RollupError,
+    RollupOptionError,
+    ServerError,
+)
 from picolytics.logs import configure_logging
 from picolytics.report import render as report_render
-from picolytics.report.query import DEFAULT_DAYS, DEFAULT_LIMIT, report_from, resolve_period
+from picolytics.report.query import (
+    DEFAULT_DAYS,
+    DEFAULT_LIMIT,
+    PeriodOptions,
+    normalise_site,
+    report_from,
+)
 from picolytics.serve.app import admin_app_for, create_app
 from picolytics.serve.server import Listener, run
 from picolytics.serve.supervisor import serve_workers
-from picolytics.storage import migrate, prune
+from picolytics.stats import periods as stats_periods
+from picolytics.storage import migrate, prune, roller, sites_admin
 from picolytics.storage.database import database_conninfo
 from picolytics.tls.endpoints import autotls_endpoints
 
@@ -156,19 +170,119 @@ def migrate_command(ctx: click.Context, check: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @click.pass_context
 def prune_command(ctx: click.Context, days: int | None, dry_run: bool) -> None:
-    """Remove events, sessions and bot counts older than the retention period."""
+    """Remove events, sessions and bot counts older than the retention period.
+
+    Every due day is rolled up first, so its numbers outlive the raw rows; rollups
+    older than PRUNE_ROLLUP_DAYS (if not 0) go too.
+    """
 
     config = _config(ctx)
     keep = days if days is not None else config.prune_days
     if keep == 0:
         click.echo("PRUNE_DAYS is 0 (keep everything) and no --days given: nothing to prune")
         return
+    keep_rollups = config.prune_rollup_days
+    if keep_rollups and keep_rollups <= keep:
+        raise click.BadParameter(
+            f"must be below PRUNE_ROLLUP_DAYS ({keep_rollups}): rollups outlive raw rows",
+            param_hint="'--days'",
+        )
     with database_conninfo(config) as conninfo:
-        report = asyncio.run(prune.prune(conninfo, keep, dry_run=dry_run))
+        report = asyncio.run(prune.prune(conninfo, keep, rollup_days=keep_rollups, dry_run=dry_run))
     if report.skipped:
         raise PruneBusyError("another process is pruning; nothing was done")
     for line in prune.summary(report):
         click.echo(line)
+
+
+class _RollupProgress:
+    """The roller's progress as a bar when stdout is a terminal; nothing otherwise (the
+    summary line follows either way)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = sys.stdout.isatty()
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.shown or total == 0:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _rollup_day(text: str | None, flag: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise RollupOptionError(f"{flag}: expected a day as YYYY-MM-DD, not {text!r}") from None
+
+
+def _waiting() -> None:
+    click.echo("another process is rolling up; waiting for it to finish...", err=True)
+
+
+@cli.command("rollup")
+@click.option("--rebuild", is_flag=True, help="Recompute rolled-up days from raw rows.")
+@click.option("--site", metavar="DOMAIN", help="With --rebuild: only this site.")
+@click.option("--from", "first", metavar="YYYY-MM-DD", help="With --rebuild: the first local day.")
+@click.option(
+    "--to", "last", metavar="YYYY-MM-DD", help="With --rebuild: the last local day, included."
+)
+@click.pass_context
+def rollup_command(
+    ctx: click.Context, rebuild: bool, site: str | None, first: str | None, last: str | None
+) -> None:
+    """Bring the read model up to date now, or rebuild it from raw rows.
+
+    Rolls up every closed day that is due (the server does this by itself every
+    ROLLUP_INTERVAL_SEC); waits if another process is rolling up. With --rebuild,
+    recomputes the rolled-up days of the range (default: every closed day with raw
+    rows) from raw rows. Both can run any time, as often as wanted.
+
+    Exit codes: 0 done, 1 database error or a day that failed, 2 bad option.
+    """
+
+    if not rebuild and (site or first or last):
+        raise RollupOptionError("--site, --from and --to need --rebuild")
+    first_day, last_day = _rollup_day(first, "--from"), _rollup_day(last, "--to")
+    if first_day is not None and last_day is not None and first_day > last_day:
+        raise RollupOptionError(f"--from ({first_day}) is after --to ({last_day})")
+    domain = normalise_site(site) if site is not None else None
+    config = _config(ctx)
+    progress = _RollupProgress("rebuilding" if rebuild else "rolling up")
+    try:
+        with database_conninfo(config) as conninfo:
+            if rebuild:
+                work = roller.rebuild(
+                    conninfo,
+                    site=domain,
+                    first=first_day,
+                    last=last_day,
+                    progress=progress,
+                    on_wait=_waiting,
+                )
+            else:
+                work = roller.catch_up(conninfo, progress=progress, wait=True, on_wait=_waiting)
+            report = asyncio.run(work)
+    finally:
+        progress.close()
+    click.echo(roller.summary(report))
+    if report.failed:
+        for failure in report.failed:
+            click.echo(f"failed: {failure}", err=True)
+        raise RollupError(f"{len(report.failed)} day(s) could not be rolled up")
 
 
 def _stdout_takes_unicode() -> bool:
@@ -191,14 +305,20 @@ def _stdout_takes_unicode() -> bool:
     "--days",
     type=int,
     default=None,
-    help=f"The last N UTC days, today included (default {DEFAULT_DAYS}).",
+    help=f"The last N local days, today included (default {DEFAULT_DAYS}).",
 )
-@click.option("--from", "first", metavar="YYYY-MM-DD", help="First UTC day of the period.")
+@click.option("--from", "first", metavar="YYYY-MM-DD", help="First local day of the period.")
 @click.option(
     "--to",
     "last",
     metavar="YYYY-MM-DD",
-    help="Last UTC day of the period, included (default today); needs --from.",
+    help="Last local day of the period, included (default today); needs --from.",
+)
+@click.option(
+    "--timezone",
+    "zone",
+    metavar="ZONE",
+    help="IANA zone of the days (default: the sites' zone if they share one, else UTC).",
 )
 @click.option(
     "--format",
@@ -229,20 +349,24 @@ def report_command(
     days: int | None,
     first: str | None,
     last: str | None,
+    zone: str | None,
     output_format: str,
     output: str | None,
     limit: int,
 ) -> None:
     """Print visitors, visits, pageviews, top pages, sources... of a period.
 
-    Exit codes: 0 report written, 1 database error, 2 bad option (date, site),
+    Exit codes: 0 report written, 1 database error, 2 bad option (date, site, zone),
     3 nothing to report (no site in the database yet).
     """
 
-    period = resolve_period(days, first, last, datetime.now(UTC).date())
+    # Checked before connecting; "today" is resolved in the report's zone.
+    period = PeriodOptions(days, first, last)
+    if zone is not None:
+        stats_periods.zone(zone, "--timezone")
     config = _config(ctx)
     with database_conninfo(config) as conninfo:
-        result = report_from(conninfo, period, sites, limit=limit or None)
+        result = report_from(conninfo, period, sites, timezone=zone, limit=limit or None)
     if output is None and output_format == "csv":
         output = report_render.default_zip_name(result)
     if output is None or output == "-":
@@ -253,6 +377,55 @@ def report_command(
         return
     report_render.write_file(Path(output), report_render.render(result, output_format))
     click.echo(f"wrote the report to {output}", err=True)
+
+
+@cli.group("site")
+def site_group() -> None:
+    """Show the sites, and set each one's time zone."""
+
+
+@site_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def site_list_command(ctx: click.Context, as_json: bool) -> None:
+    """Each site's time zone, first and last day with data, and rolled-up days."""
+
+    config = _config(ctx)
+    with database_conninfo(config) as conninfo:
+        sites = sites_admin.connected(conninfo, sites_admin.list_sites)
+    if as_json:
+        click.echo(json.dumps(sites_admin.document(sites), indent=2, ensure_ascii=False))
+        return
+    for line in sites_admin.table(sites):
+        click.echo(line)
+
+
+@site_group.command("set")
+@click.argument("domain")
+@click.option(
+    "--timezone",
+    "zone",
+    required=True,
+    metavar="ZONE",
+    help="The site's IANA time zone, e.g. Europe/Berlin (default of every site: UTC).",
+)
+@click.pass_context
+def site_set_command(ctx: click.Context, domain: str, zone: str) -> None:
+    """Set a site's time zone: its periods and day, week and month buckets.
+
+    Raw events and visits stay as they are; days rolled up in the old zone are read
+    from raw rows until the roller rolls them again in the new one.
+    """
+
+    stats_periods.zone(zone, "--timezone")  # Python knows it; PostgreSQL is asked next
+    site = normalise_site(domain)
+    config = _config(ctx)
+    with database_conninfo(config) as conninfo:
+        change = sites_admin.connected(
+            conninfo, lambda connection: sites_admin.set_timezone(connection, site, zone)
+        )
+    for line in sites_admin.summary(change):
+        click.echo(line)
 
 
 @cli.command("write-default-config")

@@ -66,6 +66,17 @@ class NoReportDataError(PicolyticsError):
     exit_code = 3
 
 
+class SiteError(PicolyticsError):
+    """`picolytics site` could not read or change the sites (database refused, schema
+    too old)."""
+
+
+class SiteOptionError(PicolyticsError):
+    """A `picolytics site` argument is invalid (unknown site or time zone); names it."""
+
+    exit_code = 2
+
+
 class QueryError(PicolyticsError):
     """A statistics query is invalid; `field` names the part that is wrong."""
 
@@ -82,3 +93,10 @@ class QueryTimeoutError(PicolyticsError):
 
 class RollupError(PicolyticsError):
     """The read model could not be brought up to date (database refused or went away)."""
+
+
+class RollupOptionError(PicolyticsError):
+    """A `picolytics rollup` option is invalid (unknown site, bad day, --from after
+    --to); names the flag."""
+
+    exit_code = 2

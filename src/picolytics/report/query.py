@@ -1,56 +1,90 @@
-"""`picolytics report`: the numbers of a period, read from the reporting views (the
-queries are in report/sql.py). The time grows with the traffic in the period, not with
-the table.
+"""`picolytics report`: the numbers of a period, read through the query layer (stats/),
+so from the rollups of closed days and raw rows for the rest, with the definitions of
+docs/read-model.md.
 
-A period is whole UTC days, `first` to `last` inclusive: [first 00:00, last+1 00:00).
-All queries run in one read-only REPEATABLE READ transaction: one consistent snapshot.
+A period is whole local days `first` to `last` inclusive in the report's zone:
+`--timezone`, else the zone of the site reported on (or the one zone all of them share),
+else UTC. Each table is one `Query` (stats/engine.py answers it in a READ ONLY
+REPEATABLE READ snapshot of its own); bounces, campaigns and bot hits, which a Query
+cannot ask, come from stats/extras.py in one more snapshot. On a database that is
+being written to, two tables may therefore differ by the events written between them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg import IsolationLevel
+from psycopg import AsyncConnection
 
-from picolytics.errors import NoReportDataError, ReportError, ReportOptionError, first_line
-from picolytics.report.sql import (
-    PAGEVIEWS_PER_DAY,
-    SCHEMA_STATE,
-    SELECT_SITES,
-    SUMMARY,
-    TABLE_QUERIES,
-    VISITS_PER_DAY,
+from picolytics.dimensions import Dimension, Metric
+from picolytics.errors import (
+    NoReportDataError,
+    QueryError,
+    ReportError,
+    ReportOptionError,
+    first_line,
 )
+from picolytics.report.sql import SCHEMA_STATE, SELECT_SITES
+from picolytics.stats import engine, periods
+from picolytics.stats.extras import extras
+from picolytics.stats.query import (
+    MAX_LIMIT,
+    MAX_PERIOD_DAYS,
+    Breakdown,
+    Condition,
+    Filter,
+    Query,
+    Result,
+)
+from picolytics.stats.query import Period as StatsPeriod
 
 DEFAULT_DAYS = 7
-MAX_DAYS = 3660
+MAX_DAYS = MAX_PERIOD_DAYS
 DEFAULT_LIMIT = 10
+DEFAULT_TIMEOUT_S = 10.0  # per query, as the query layer's default
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return periods.zone(name, "--timezone")
+    except QueryError as error:
+        raise ReportOptionError(str(error)) from None
 
 
 @dataclass(frozen=True)
 class Period:
-    """Whole UTC days, first to last inclusive."""
+    """Whole local days, first to last inclusive, in `timezone` (None: the report's
+    default zone, see build_report; UTC until then)."""
 
     first: date
     last: date
+    timezone: str | None = None
+
+    @property
+    def zone(self) -> str:
+        return self.timezone or "UTC"
 
     @property
     def start(self) -> datetime:
-        return datetime.combine(self.first, time(), UTC)
+        return periods.day_start(self.first, _zone(self.zone))
 
     @property
     def end(self) -> datetime:
-        """Exclusive: 00:00 UTC of the day after `last`."""
-        return datetime.combine(self.last + timedelta(days=1), time(), UTC)
+        """Exclusive: 00:00 of the day after `last`, in the zone."""
+        return periods.day_start(self.last + timedelta(days=1), _zone(self.zone))
 
     @property
     def days(self) -> list[date]:
         return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    def query_period(self) -> StatsPeriod:
+        return StatsPeriod(self.start, self.end, self.zone)
 
 
 @dataclass(frozen=True)
@@ -84,16 +118,51 @@ class Table:
 class Report:
     sites: tuple[str, ...]  # the sites reported on, together
     all_sites: bool  # no --site given: every site of the database
-    period: Period
+    period: Period  # its timezone is the report's zone
     generated_at: datetime
     summary: Summary
     daily: tuple[Day, ...]  # every day of the period, zeros included
-    tables: tuple[Table, ...]  # in the order of TABLE_QUERIES
+    tables: tuple[Table, ...]  # in the order of TABLES
     limit: int | None  # rows per table (None: all)
+
+    @property
+    def timezone(self) -> str:
+        return self.period.zone
 
     def table(self, name: str) -> Table:
         (found,) = [table for table in self.tables if table.name == name]
         return found
+
+
+@dataclass(frozen=True)
+class TableQuery:
+    """A table of the report as a breakdown: its name, the column of the value, the
+    metrics (ordered by the first, descending, then by value) and a filter."""
+
+    name: str
+    column: str
+    dimension: Dimension
+    metrics: tuple[Metric, ...]
+    filters: Filter | None = None
+
+
+# The tables, in the order of the report (campaigns and bots come from stats/extras.py).
+TABLES: tuple[TableQuery | str, ...] = (
+    TableQuery("pages", "path", "page", ("pageviews", "visitors")),
+    TableQuery("sources", "source", "source", ("visits", "visitors")),
+    # As the dashboard: known countries only.
+    TableQuery(
+        "countries", "country", "country", ("visits",), Condition("country", "is_not", ("",))
+    ),
+    TableQuery("browsers", "browser", "browser", ("visits",)),
+    TableQuery("operating_systems", "os", "os", ("visits",)),
+    TableQuery("devices", "device_type", "device", ("visits",)),
+    "campaigns",
+    TableQuery("custom_events", "name", "event", ("events", "visitors")),
+    "bots",
+)
+CAMPAIGN_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "visits", "visitors", "pageviews")
+BOT_COLUMNS = ("reason", "hits")
 
 
 def _parse_date(flag: str, text: str) -> date:
@@ -105,24 +174,55 @@ def _parse_date(flag: str, text: str) -> date:
         ) from None
 
 
-def resolve_period(days: int | None, first: str | None, last: str | None, today: date) -> Period:
-    """The period of `--days N` (ending today) or `--from D [--to D]` (--to: today)."""
-    if days is not None and (first is not None or last is not None):
-        raise ReportOptionError("--days cannot be combined with --from/--to; use one or the other")
-    if first is None:
-        if last is not None:
-            raise ReportOptionError("--to needs --from (or use --days N for the last N days)")
-        count = DEFAULT_DAYS if days is None else days
-        if not 1 <= count <= MAX_DAYS:
-            raise ReportOptionError(f"--days: {count} is not between 1 and {MAX_DAYS}")
-        return Period(today - timedelta(days=count - 1), today)
-    start = _parse_date("--from", first)
-    end = today if last is None else _parse_date("--to", last)
+def _span(start: date, end: date) -> Period:
     if start > end:
         raise ReportOptionError(f"--from {start} is after --to {end}")
     if (end - start).days + 1 > MAX_DAYS:
         raise ReportOptionError(f"--from/--to: more than {MAX_DAYS} days")
     return Period(start, end)
+
+
+@dataclass(frozen=True)
+class PeriodOptions:
+    """`--days N` (ending today) or `--from D [--to D]` (--to: today), checked as far as
+    they can be without knowing today, which is a local day of the report's zone."""
+
+    days: int | None = None
+    first: str | None = None
+    last: str | None = None
+    _dates: tuple[date | None, date | None] = field(
+        default=(None, None), init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.days is not None and (self.first is not None or self.last is not None):
+            raise ReportOptionError(
+                "--days cannot be combined with --from/--to; use one or the other"
+            )
+        if self.first is None:
+            if self.last is not None:
+                raise ReportOptionError("--to needs --from (or use --days N for the last N days)")
+            count = DEFAULT_DAYS if self.days is None else self.days
+            if not 1 <= count <= MAX_DAYS:
+                raise ReportOptionError(f"--days: {count} is not between 1 and {MAX_DAYS}")
+            return
+        start = _parse_date("--from", self.first)
+        end = None if self.last is None else _parse_date("--to", self.last)
+        if end is not None:
+            _span(start, end)
+        object.__setattr__(self, "_dates", (start, end))
+
+    def resolve(self, today: date) -> Period:
+        start, end = self._dates
+        if start is None:
+            count = DEFAULT_DAYS if self.days is None else self.days
+            return Period(today - timedelta(days=count - 1), today)
+        return _span(start, today if end is None else end)
+
+
+def resolve_period(days: int | None, first: str | None, last: str | None, today: date) -> Period:
+    """The period of `--days N` (ending today) or `--from D [--to D]` (--to: today)."""
+    return PeriodOptions(days, first, last).resolve(today)
 
 
 def normalise_site(name: str) -> str:
@@ -134,92 +234,163 @@ def normalise_site(name: str) -> str:
         return domain
 
 
-Connection = psycopg.Connection[tuple[Any, ...]]
+Connection = AsyncConnection[Any]
 
 
-def _choose_sites(known: list[str], wanted: Sequence[str]) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Site:
+    site_id: int
+    domain: str
+    timezone: str
+
+
+def _choose_sites(known: list[Site], wanted: Sequence[str]) -> tuple[Site, ...]:
     if not known:
         raise NoReportDataError(
             "nothing to report: the database has no sites yet (no event has been recorded)"
         )
     if not wanted:
         return tuple(known)
+    by_domain = {site.domain: site for site in known}
     chosen = tuple(dict.fromkeys(normalise_site(site) for site in wanted))
-    unknown = [site for site in chosen if site not in known]
+    unknown = [site for site in chosen if site not in by_domain]
     if unknown:
-        listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+        names = [site.domain for site in known]
+        listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         raise ReportOptionError(
             f"--site: no site {', '.join(map(repr, unknown))} in the database (sites: {listed})"
         )
-    return chosen
+    return tuple(by_domain[domain] for domain in chosen)
 
 
-def _check_schema(connection: Connection) -> None:
-    row = connection.execute(SCHEMA_STATE).fetchone()
-    has_sites, has_views = row if row else (False, False)
-    if not has_sites:
-        raise NoReportDataError(
-            "nothing to report: the database has no picolytics tables yet "
-            "(run `picolytics migrate`, or `picolytics serve` to start collecting)"
-        )
-    if not has_views:
-        raise ReportError("the database lacks the reporting views: run `picolytics migrate` first")
+def default_zone(sites: Sequence[Site]) -> str:
+    """The zone of the sites when they share one, else UTC."""
+    zones = {site.timezone for site in sites}
+    return zones.pop() if len(zones) == 1 else "UTC"
 
 
-def _daily(connection: Connection, period: Period, params: dict[str, Any]) -> tuple[Day, ...]:
-    pageviews: dict[date, int] = dict(connection.execute(PAGEVIEWS_PER_DAY, params).fetchall())
-    visits = {day: (n, v) for day, n, v in connection.execute(VISITS_PER_DAY, params)}
-    return tuple(Day(day, pageviews.get(day, 0), *visits.get(day, (0, 0))) for day in period.days)
+async def _sites(connection: Connection) -> list[Site]:
+    """The sites, after checking the schema: one short transaction, so the connection
+    is idle again for the query layer."""
+    async with connection.transaction():
+        cursor = await connection.execute(SCHEMA_STATE)
+        row = await cursor.fetchone()
+        has_sites, has_read_model = row if row else (False, False)
+        if not has_sites:
+            raise NoReportDataError(
+                "nothing to report: the database has no picolytics tables yet "
+                "(run `picolytics migrate`, or `picolytics serve` to start collecting)"
+            )
+        if not has_read_model:
+            raise ReportError(
+                "the database lacks the read model (migration 0006): run `picolytics migrate` first"
+            )
+        cursor = await connection.execute(SELECT_SITES)
+        return [Site(*site) for site in await cursor.fetchall()]
 
 
-def build_report(
+def _rate(value: Any, places: str) -> Decimal | None:
+    """A rate of the query layer (a float rounded to `places`) as the Decimal it is."""
+    return None if value is None else Decimal(repr(value)).quantize(Decimal(places))
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+async def build_report(
     connection: Connection,
-    period: Period,
+    period: Period | PeriodOptions,
     sites: Sequence[str] = (),
     *,
+    timezone: str | None = None,
     limit: int | None = DEFAULT_LIMIT,
     now: datetime | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Report:
-    """Run every query in one read-only snapshot and assemble the report."""
-    connection.isolation_level = IsolationLevel.REPEATABLE_READ
-    connection.read_only = True
-    with connection.transaction():
-        _check_schema(connection)
-        known = [domain for (domain,) in connection.execute(SELECT_SITES)]
-        chosen = _choose_sites(known, sites)
-        params: dict[str, Any] = {
-            "start": period.start,
-            "end": period.end,
-            "first": period.first,
-            "last": period.last,
-            "sites": list(chosen),
-            "limit": limit,
-        }
-        summary_row = connection.execute(SUMMARY, params).fetchone()
-        assert summary_row is not None  # an aggregate without GROUP BY: one row
-        daily = _daily(connection, period, params)
-        tables = []
-        for name, query in TABLE_QUERIES:
-            cursor = connection.execute(query, params)
-            columns = tuple(column.name for column in cursor.description or ())
-            tables.append(Table(name, columns, tuple(cursor.fetchall())))
-    visitors, visits, bounces, bounce_rate, duration, pages_per_visit = summary_row
-    bots = next(table for table in tables if table.name == "bots")
+    """Read the sites, then every table through the query layer, and assemble the
+    report. `period` in days (local to the zone) or as options (today: the zone's)."""
+    now = now or datetime.now(UTC)
+    if timezone is not None:
+        _zone(timezone)
+    chosen = _choose_sites(await _sites(connection), sites)
+    zone = timezone or (period.timezone if isinstance(period, Period) else None)
+    zone = zone or default_zone(chosen)
+    today = periods.local_today(now, _zone(zone))
+    dates = period.resolve(today) if isinstance(period, PeriodOptions) else period
+    resolved = replace(dates, timezone=zone)
+    site_ids = tuple(site.site_id for site in chosen)
+    stats_period = resolved.query_period()
+    page = limit if limit is not None and limit <= MAX_LIMIT else None
+
+    async def run(query: Query) -> Result:
+        return await engine.run(connection, query, timeout_s=timeout_s)
+
+    totals = await run(
+        Query(
+            site_ids,
+            stats_period,
+            ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration", "views_per_visit"),
+        )
+    )
+    per_day = await run(
+        Query(site_ids, stats_period, ("pageviews", "visits", "visitors"), interval="day")
+    )
+    found = {row.time: row.metrics for row in per_day.rows}
+
+    def on(day: date, metric: Metric) -> int:
+        return _int(found.get(day, {}).get(metric))
+
+    daily = tuple(
+        Day(day, on(day, "pageviews"), on(day, "visits"), on(day, "visitors"))
+        for day in resolved.days
+    )
+    extra = await extras(connection, site_ids, stats_period, limit=limit, timeout_s=timeout_s)
+    tables = []
+    for spec in TABLES:
+        if spec == "campaigns":
+            rows: tuple[tuple[Any, ...], ...] = tuple(
+                (c.utm_source, c.utm_medium, c.utm_campaign, c.visits, c.visitors, c.pageviews)
+                for c in extra.campaigns
+            )
+            tables.append(Table("campaigns", CAMPAIGN_COLUMNS, rows))
+            continue
+        if spec == "bots":
+            tables.append(Table("bots", BOT_COLUMNS, extra.bot_hits))
+            continue
+        assert isinstance(spec, TableQuery)
+        result = await run(
+            Query(
+                site_ids,
+                stats_period,
+                spec.metrics,
+                breakdown=Breakdown(spec.dimension),
+                filters=spec.filters,
+                order_by=((spec.metrics[0], "desc"), ("value", "asc")),
+                limit=page,
+            )
+        )
+        rows = tuple(
+            (row.value, *(_int(row.metrics[m]) for m in spec.metrics)) for row in result.rows
+        )
+        tables.append(Table(spec.name, (spec.column, *spec.metrics), rows[:limit]))
+    (total,) = totals.rows
+    metrics = total.metrics
     summary = Summary(
-        visitors=visitors,
-        visits=visits,
-        pageviews=sum(day.pageviews for day in daily),
-        bounces=bounces,
-        bounce_rate=bounce_rate,
-        visit_duration_s=duration,
-        pages_per_visit=pages_per_visit,
-        bot_hits=sum(hits for _, hits in bots.rows),
+        visitors=_int(metrics["visitors"]),
+        visits=_int(metrics["visits"]),
+        pageviews=_int(metrics["pageviews"]),
+        bounces=extra.bounces,
+        bounce_rate=_rate(metrics["bounce_rate"], "0.1"),
+        visit_duration_s=_rate(metrics["visit_duration"], "0.1"),
+        pages_per_visit=_rate(metrics["views_per_visit"], "0.01"),
+        bot_hits=sum(hits for _, hits in extra.bot_hits),
     )
     return Report(
-        sites=chosen,
+        sites=tuple(site.domain for site in chosen),
         all_sites=not sites,
-        period=period,
-        generated_at=now or datetime.now(UTC),
+        period=resolved,
+        generated_at=now,
         summary=summary,
         daily=daily,
         tables=tuple(tables),
@@ -227,17 +398,32 @@ def build_report(
     )
 
 
+async def _report_from(
+    conninfo: str,
+    period: Period | PeriodOptions,
+    sites: Sequence[str],
+    **options: Any,
+) -> Report:
+    async with await AsyncConnection.connect(conninfo) as connection:
+        return await build_report(connection, period, sites, **options)
+
+
 def report_from(
     conninfo: str,
-    period: Period,
+    period: Period | PeriodOptions,
     sites: Sequence[str] = (),
     *,
+    timezone: str | None = None,
     limit: int | None = DEFAULT_LIMIT,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Report:
     """Connect, build the report, disconnect; database failures become ReportError."""
     try:
-        with psycopg.connect(conninfo) as connection:
-            return build_report(connection, period, sites, limit=limit)
+        return asyncio.run(
+            _report_from(
+                conninfo, period, sites, timezone=timezone, limit=limit, timeout_s=timeout_s
+            )
+        )
     except psycopg.Error as error:
         raise ReportError(
             f"cannot read the report from the database: {first_line(error)}"

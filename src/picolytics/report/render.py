@@ -172,9 +172,10 @@ def render_text(report: Report, *, ascii_only: bool = False) -> str:
     glyphs = Glyphs(ascii_only)
     period = report.period
     days = len(report.daily)
+    plural = f"{days} day{'s' if days != 1 else ''}"
     lines = [
         _sites_line(report, glyphs),
-        f"{period.first} to {period.last} (UTC, {days} day{'s' if days != 1 else ''})",
+        _clip(f"{period.first} to {period.last} ({report.timezone}, {plural})", WIDTH, glyphs),
         "",
         *_summary_lines(report, glyphs),
         "",
@@ -200,7 +201,8 @@ def _plain(value: Any) -> Any:
 
 
 def report_document(report: Report) -> dict[str, Any]:
-    """The JSON shape (version 1) documented in the README."""
+    """The JSON shape (version 1) documented in the README; `from`, `to` and the days
+    of `daily` are local dates in `timezone`."""
     document: dict[str, Any] = {
         "version": JSON_VERSION,
         "generated_at": _plain(report.generated_at),
@@ -208,6 +210,7 @@ def report_document(report: Report) -> dict[str, Any]:
         "all_sites": report.all_sites,
         "from": _plain(report.period.first),
         "to": _plain(report.period.last),
+        "timezone": report.timezone,
         "days": len(report.daily),
         "limit": report.limit,
         "summary": {key: _plain(value) for key, value in asdict(report.summary).items()},
@@ -241,6 +244,7 @@ def csv_files(report: Report) -> dict[str, str]:
         "sites": " ".join(report.sites),
         "from": report.period.first,
         "to": report.period.last,
+        "timezone": report.timezone,
     }
     files = {
         "summary.csv": _csv_text([*meta, *summary], [[*meta.values(), *summary.values()]]),

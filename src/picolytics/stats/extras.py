@@ -1,0 +1,157 @@
+"""The report's questions that a `Query` cannot ask (yet), answered here so that no SQL
+of statistics is assembled outside stats/:
+
+- **bounces**, the count behind `bounce_rate` (a `Query` yields the rate, rounded): the
+  sum of the same parts the engine adds up (stats/rollups.py for the days rolled in
+  the period's zone, stats/raw.py for the rest), so it is exactly the `bounces` of
+  the engine's `bounce_rate`;
+- **campaigns**, visits grouped by utm_source, utm_medium and utm_campaign at once
+  (a `Query` has one breakdown, and the rollups hold one dimension at a time): from
+  raw visits of the period, visitors summed over local days like every visitor count
+  (docs/read-model.md, What the numbers mean);
+- **bot hits** by reason, from `bot_counts`, which counts per UTC day: the hits of the
+  UTC days that carry the period's local dates.
+
+All three run in one READ ONLY REPEATABLE READ transaction whose statements time out
+after `timeout_s`, like the engine's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Final
+
+from psycopg import AsyncConnection, errors
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from picolytics.errors import QueryError, QueryTimeoutError
+from picolytics.stats.periods import local_days
+from picolytics.stats.query import Period, Query
+from picolytics.stats.raw import raw_parts
+from picolytics.stats.rollups import rollup_parts, split_period
+from picolytics.stats.shape import shape_of
+from picolytics.stats.sql import Params, Range
+from picolytics.stats.validate import validate
+
+Connection = AsyncConnection[Any]
+
+BEGIN_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+SET_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
+
+# Visits (sessions with a pageview) of the period per campaign, distinct visitors per
+# site and local day, summed; the order of the dashboard's Campaigns panel, text by
+# code point as the engine sorts.
+CAMPAIGNS: Final = """
+SELECT utm_source, utm_medium, utm_campaign, sum(visits)::bigint AS visits,
+       sum(visitors)::bigint AS visitors, sum(pageviews)::bigint AS pageviews
+FROM (SELECT s.site_id, (s.started_at AT TIME ZONE %(tz)s::text)::date AS day,
+             s.utm_source, s.utm_medium, s.utm_campaign, count(*) AS visits,
+             count(DISTINCT s.visitor_id) AS visitors, sum(s.pageviews) AS pageviews
+      FROM sessions s
+      WHERE s.site_id = ANY(%(sites)s::integer[])
+        AND s.started_at >= %(start)s AND s.started_at < %(end)s
+        AND s.pageviews > 0 AND s.utm_campaign <> ''
+      GROUP BY 1, 2, 3, 4, 5) per_site_day
+GROUP BY utm_source, utm_medium, utm_campaign
+ORDER BY visits DESC, utm_campaign COLLATE "C", utm_source COLLATE "C",
+         utm_medium COLLATE "C"
+LIMIT %(limit)s::bigint
+"""
+BOT_HITS: Final = """
+SELECT reason, sum(hits)::bigint AS hits
+FROM bot_counts
+WHERE site_id = ANY(%(sites)s::integer[]) AND day >= %(first)s AND day <= %(last)s
+GROUP BY reason
+ORDER BY hits DESC, reason COLLATE "C"
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    visits: int
+    visitors: int
+    pageviews: int  # of those visits
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    bounces: int
+    campaigns: tuple[Campaign, ...]  # most visits first, at most `limit`
+    bot_hits: tuple[tuple[str, int], ...]  # (reason, hits), most first
+
+
+async def extras(
+    connection: Connection,
+    site_ids: tuple[int, ...],
+    period: Period,
+    *,
+    limit: int | None = None,
+    timeout_s: float = 10.0,
+    use_rollups: bool = True,
+) -> Extras:
+    """Bounces, campaigns (`limit` rows, None: all) and bot hits of the sites over the
+    period. The connection must not be inside a transaction."""
+    # The period, the sites and the zone are checked as for any query.
+    query = Query(site_ids=site_ids, period=period, metrics=("visits", "bounce_rate"))
+    validate(query)
+    if limit is not None and limit < 0:
+        raise QueryError("limit", f"{limit} is below 0")
+    if connection.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("stats queries need a connection outside any transaction")
+    days = local_days(period)
+    try:
+        async with connection.transaction():
+            cursor = connection.cursor(row_factory=tuple_row)
+            await cursor.execute(BEGIN_SNAPSHOT)
+            await cursor.execute(SET_TIMEOUT, (f"{max(1, round(timeout_s * 1000))}ms",))
+            bounces = await _bounces(connection, query, use_rollups)
+            sites = sorted(set(site_ids))
+            await cursor.execute(
+                CAMPAIGNS,
+                {
+                    "tz": period.timezone,
+                    "sites": sites,
+                    "start": period.start,
+                    "end": period.end,
+                    "limit": limit,
+                },
+            )
+            campaigns = tuple(Campaign(*row) for row in await cursor.fetchall())
+            await cursor.execute(BOT_HITS, {"sites": sites, "first": days[0], "last": days[-1]})
+            bots = tuple((str(reason), int(hits)) for reason, hits in await cursor.fetchall())
+    except errors.QueryCanceled as error:
+        raise QueryTimeoutError(
+            f"the query ran past its timeout of {timeout_s:g} s and was cancelled"
+        ) from error
+    return Extras(bounces, campaigns, bots)
+
+
+async def _bounces(connection: Connection, query: Query, use_rollups: bool) -> int:
+    """The bounces of the query's visits: its parts, summed (stats/engine.py)."""
+    shape = shape_of(query)
+    params = Params()
+    rolled: tuple[tuple[int, date], ...] = ()
+    whole = Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end)
+    ranges: tuple[Range, ...] = (whole,)
+    if use_rollups and shape.rollups:
+        split = await split_period(connection, query)
+        rolled, ranges = split.rolled, split.raw
+    parts = []
+    if rolled:
+        parts += rollup_parts(query, shape, rolled, params)
+    if ranges:
+        parts += raw_parts(query, shape, ranges, params)
+    if not parts:  # an empty period
+        return 0
+    union = "\nUNION ALL\n".join(f"({p})" for p in parts)
+    cursor = connection.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        f"SELECT coalesce(sum(bounces), 0)::bigint FROM ({union}) AS parts", params.values
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
