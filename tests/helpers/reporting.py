@@ -59,6 +59,10 @@ VIEWS = [
     "page_engagement",
 ]
 READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
+# The read model's rollups, and which rolled days are stale (0006_read_model.sql): the
+# query layer reads both.
+READABLE_TABLES += ["rollup_days", "rollup_stale", "rollup_visits", "rollup_events"]
+READABLE_TABLES += ["rollup_hours"]
 PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
 
 
