@@ -686,3 +686,25 @@ def test_a_cancelled_task_cancels_its_query(big: str) -> None:
             assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
     run(scenario())
+
+
+def test_queries_in_the_callers_transaction_share_its_snapshot(migrated_database: str) -> None:
+    """The report asks many queries in one snapshot of its own (report/query.py)."""
+    day = datetime(2024, 1, 10, 9, tzinfo=UTC)
+    run(write(migrated_database, [event(day, 1)]))
+    visits = q(migrated_database, ("visits",))
+
+    async def scenario() -> tuple[int, int, int]:
+        async with await AsyncConnection.connect(migrated_database) as connection:
+            async with connection.transaction():
+                await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                before = totals(await run_query(connection, visits))[0]
+                await write(migrated_database, [event(day + timedelta(hours=1), 2)])
+                with pytest.raises(QueryError):  # a failed query leaves the transaction usable
+                    bad = Condition("page", "matches", ("(",))
+                    await run_query(connection, replace(visits, filters=bad))
+                during = totals(await run_query(connection, visits))[0]
+            after = totals(await run_query(connection, visits))[0]
+            return before, during, after
+
+    assert run(scenario()) == (1, 1, 2)

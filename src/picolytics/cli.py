@@ -366,7 +366,14 @@ def report_command(
         stats_periods.zone(zone, "--timezone")
     config = _config(ctx)
     with database_conninfo(config) as conninfo:
-        result = report_from(conninfo, period, sites, timezone=zone, limit=limit or None)
+        result = report_from(
+            conninfo,
+            period,
+            sites,
+            timezone=zone,
+            limit=limit or None,
+            timeout_s=config.query_timeout_sec,
+        )
     if output is None and output_format == "csv":
         output = report_render.default_zip_name(result)
     if output is None or output == "-":

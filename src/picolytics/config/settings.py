@@ -300,6 +300,15 @@ SETTINGS: tuple[Setting, ...] = (
         86_400,
     ),
     Setting(
+        "query_timeout_sec",
+        "QUERY_TIMEOUT_SEC",
+        "queryTimeoutSec",
+        "float",
+        "Seconds a statistics query may run before PostgreSQL cancels it (report, API)",
+        0.1,
+        3600,
+    ),
+    Setting(
         "session_timeout_min",
         "SESSION_TIMEOUT_MIN",
         "sessionTimeoutMin",

@@ -4,18 +4,30 @@ docs/read-model.md.
 
 A period is whole local days `first` to `last` inclusive in the report's zone:
 `--timezone`, else the zone of the site reported on (or the one zone all of them share),
-else UTC. Each table is one `Query` (stats/engine.py answers it in a READ ONLY
-REPEATABLE READ snapshot of its own); bounces, campaigns and bot hits, which a Query
-cannot ask, come from stats/extras.py in one more snapshot. On a database that is
-being written to, two tables may therefore differ by the events written between them.
+else UTC. Each table is one `Query` (stats/engine.py); bounces, campaigns and bot hits,
+which a Query cannot ask, come from stats/extras.py. All of them read one READ ONLY
+REPEATABLE READ snapshot, so the tables agree on a database being written to.
 """
 
 from __future__ import annotations
 
+# Callers take the report's whole surface from here.
+__all__ = [
+    "DEFAULT_DAYS",
+    "DEFAULT_LIMIT",
+    "Period",
+    "PeriodOptions",
+    "Report",
+    "build_report",
+    "normalise_site",
+    "report_from",
+    "resolve_period",
+]
+
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,113 +37,32 @@ from psycopg import AsyncConnection
 from picolytics.dimensions import Dimension, Metric
 from picolytics.errors import (
     NoReportDataError,
-    QueryError,
     ReportError,
     ReportOptionError,
     first_line,
+)
+from picolytics.report.model import Day, Period, Report, Summary, Table, report_zone
+from picolytics.report.options import (
+    DEFAULT_DAYS,
+    DEFAULT_LIMIT,
+    PeriodOptions,
+    normalise_site,
+    resolve_period,
 )
 from picolytics.report.sql import SCHEMA_STATE, SELECT_SITES
 from picolytics.stats import engine, periods
 from picolytics.stats.extras import extras
 from picolytics.stats.query import (
     MAX_LIMIT,
-    MAX_PERIOD_DAYS,
     Breakdown,
     Condition,
     Filter,
     Query,
     Result,
 )
-from picolytics.stats.query import Period as StatsPeriod
 
-DEFAULT_DAYS = 7
-MAX_DAYS = MAX_PERIOD_DAYS
-DEFAULT_LIMIT = 10
+ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 DEFAULT_TIMEOUT_S = 10.0  # per query, as the query layer's default
-
-
-def _zone(name: str) -> tzinfo:
-    try:
-        return periods.zone(name, "--timezone")
-    except QueryError as error:
-        raise ReportOptionError(str(error)) from None
-
-
-@dataclass(frozen=True)
-class Period:
-    """Whole local days, first to last inclusive, in `timezone` (None: the report's
-    default zone, see build_report; UTC until then)."""
-
-    first: date
-    last: date
-    timezone: str | None = None
-
-    @property
-    def zone(self) -> str:
-        return self.timezone or "UTC"
-
-    @property
-    def start(self) -> datetime:
-        return periods.day_start(self.first, _zone(self.zone))
-
-    @property
-    def end(self) -> datetime:
-        """Exclusive: 00:00 of the day after `last`, in the zone."""
-        return periods.day_start(self.last + timedelta(days=1), _zone(self.zone))
-
-    @property
-    def days(self) -> list[date]:
-        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
-
-    def query_period(self) -> StatsPeriod:
-        return StatsPeriod(self.start, self.end, self.zone)
-
-
-@dataclass(frozen=True)
-class Summary:
-    visitors: int
-    visits: int
-    pageviews: int
-    bounces: int
-    bounce_rate: Decimal | None  # percent of visits; None without visits
-    visit_duration_s: Decimal | None  # average seconds per visit
-    pages_per_visit: Decimal | None
-    bot_hits: int
-
-
-@dataclass(frozen=True)
-class Day:
-    day: date
-    pageviews: int
-    visits: int
-    visitors: int
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Any, ...], ...]
-
-
-@dataclass(frozen=True)
-class Report:
-    sites: tuple[str, ...]  # the sites reported on, together
-    all_sites: bool  # no --site given: every site of the database
-    period: Period  # its timezone is the report's zone
-    generated_at: datetime
-    summary: Summary
-    daily: tuple[Day, ...]  # every day of the period, zeros included
-    tables: tuple[Table, ...]  # in the order of TABLES
-    limit: int | None  # rows per table (None: all)
-
-    @property
-    def timezone(self) -> str:
-        return self.period.zone
-
-    def table(self, name: str) -> Table:
-        (found,) = [table for table in self.tables if table.name == name]
-        return found
 
 
 @dataclass(frozen=True)
@@ -165,75 +96,6 @@ CAMPAIGN_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "visits", "visit
 BOT_COLUMNS = ("reason", "hits")
 
 
-def _parse_date(flag: str, text: str) -> date:
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ReportOptionError(
-            f"{flag}: {text!r} is not a valid date (expected YYYY-MM-DD, e.g. 2025-03-31)"
-        ) from None
-
-
-def _span(start: date, end: date) -> Period:
-    if start > end:
-        raise ReportOptionError(f"--from {start} is after --to {end}")
-    if (end - start).days + 1 > MAX_DAYS:
-        raise ReportOptionError(f"--from/--to: more than {MAX_DAYS} days")
-    return Period(start, end)
-
-
-@dataclass(frozen=True)
-class PeriodOptions:
-    """`--days N` (ending today) or `--from D [--to D]` (--to: today), checked as far as
-    they can be without knowing today, which is a local day of the report's zone."""
-
-    days: int | None = None
-    first: str | None = None
-    last: str | None = None
-    _dates: tuple[date | None, date | None] = field(
-        default=(None, None), init=False, repr=False, compare=False
-    )
-
-    def __post_init__(self) -> None:
-        if self.days is not None and (self.first is not None or self.last is not None):
-            raise ReportOptionError(
-                "--days cannot be combined with --from/--to; use one or the other"
-            )
-        if self.first is None:
-            if self.last is not None:
-                raise ReportOptionError("--to needs --from (or use --days N for the last N days)")
-            count = DEFAULT_DAYS if self.days is None else self.days
-            if not 1 <= count <= MAX_DAYS:
-                raise ReportOptionError(f"--days: {count} is not between 1 and {MAX_DAYS}")
-            return
-        start = _parse_date("--from", self.first)
-        end = None if self.last is None else _parse_date("--to", self.last)
-        if end is not None:
-            _span(start, end)
-        object.__setattr__(self, "_dates", (start, end))
-
-    def resolve(self, today: date) -> Period:
-        start, end = self._dates
-        if start is None:
-            count = DEFAULT_DAYS if self.days is None else self.days
-            return Period(today - timedelta(days=count - 1), today)
-        return _span(start, today if end is None else end)
-
-
-def resolve_period(days: int | None, first: str | None, last: str | None, today: date) -> Period:
-    """The period of `--days N` (ending today) or `--from D [--to D]` (--to: today)."""
-    return PeriodOptions(days, first, last).resolve(today)
-
-
-def normalise_site(name: str) -> str:
-    """Compare like the tracked domains: lowercase, IDNA, without "www."."""
-    domain = name.strip().lower().rstrip(".").removeprefix("www.")
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
-
-
 Connection = AsyncConnection[Any]
 
 
@@ -263,7 +125,7 @@ def _choose_sites(known: list[Site], wanted: Sequence[str]) -> tuple[Site, ...]:
     return tuple(by_domain[domain] for domain in chosen)
 
 
-def default_zone(sites: Sequence[Site]) -> str:
+def defaultreport_zone(sites: Sequence[Site]) -> str:
     """The zone of the sites when they share one, else UTC."""
     zones = {site.timezone for site in sites}
     return zones.pop() if len(zones) == 1 else "UTC"
@@ -312,80 +174,91 @@ async def build_report(
     report. `period` in days (local to the zone) or as options (today: the zone's)."""
     now = now or datetime.now(UTC)
     if timezone is not None:
-        _zone(timezone)
+        report_zone(timezone)
     chosen = _choose_sites(await _sites(connection), sites)
     zone = timezone or (period.timezone if isinstance(period, Period) else None)
-    zone = zone or default_zone(chosen)
-    today = periods.local_today(now, _zone(zone))
+    zone = zone or defaultreport_zone(chosen)
+    today = periods.local_today(now, report_zone(zone))
     dates = period.resolve(today) if isinstance(period, PeriodOptions) else period
     resolved = replace(dates, timezone=zone)
     site_ids = tuple(site.site_id for site in chosen)
     stats_period = resolved.query_period()
     page = limit if limit is not None and limit <= MAX_LIMIT else None
 
-    async def run(query: Query) -> Result:
-        return await engine.run(connection, query, timeout_s=timeout_s)
+    # Every table from one snapshot: the report adds up on a database being written to.
+    async with connection.transaction():
+        await connection.execute(ONE_SNAPSHOT)
 
-    totals = await run(
-        Query(
-            site_ids,
-            stats_period,
-            ("visitors", "visits", "pageviews", "bounce_rate", "visit_duration", "views_per_visit"),
-        )
-    )
-    per_day = await run(
-        Query(site_ids, stats_period, ("pageviews", "visits", "visitors"), interval="day")
-    )
-    found = {row.time: row.metrics for row in per_day.rows}
+        async def run(query: Query) -> Result:
+            return await engine.run(connection, query, timeout_s=timeout_s)
 
-    def on(day: date, metric: Metric) -> int:
-        return _int(found.get(day, {}).get(metric))
-
-    daily = tuple(
-        Day(day, on(day, "pageviews"), on(day, "visits"), on(day, "visitors"))
-        for day in resolved.days
-    )
-    extra = await extras(connection, site_ids, stats_period, limit=limit, timeout_s=timeout_s)
-    tables = []
-    for spec in TABLES:
-        if spec == "campaigns":
-            rows: tuple[tuple[Any, ...], ...] = tuple(
-                (c.utm_source, c.utm_medium, c.utm_campaign, c.visits, c.visitors, c.pageviews)
-                for c in extra.campaigns
-            )
-            tables.append(Table("campaigns", CAMPAIGN_COLUMNS, rows))
-            continue
-        if spec == "bots":
-            tables.append(Table("bots", BOT_COLUMNS, extra.bot_hits))
-            continue
-        assert isinstance(spec, TableQuery)
-        result = await run(
+        totals = await run(
             Query(
                 site_ids,
                 stats_period,
-                spec.metrics,
-                breakdown=Breakdown(spec.dimension),
-                filters=spec.filters,
-                order_by=((spec.metrics[0], "desc"), ("value", "asc")),
-                limit=page,
+                (
+                    "visitors",
+                    "visits",
+                    "pageviews",
+                    "bounce_rate",
+                    "visit_duration",
+                    "views_per_visit",
+                ),
             )
         )
-        rows = tuple(
-            (row.value, *(_int(row.metrics[m]) for m in spec.metrics)) for row in result.rows
+        per_day = await run(
+            Query(site_ids, stats_period, ("pageviews", "visits", "visitors"), interval="day")
         )
-        tables.append(Table(spec.name, (spec.column, *spec.metrics), rows[:limit]))
-    (total,) = totals.rows
-    metrics = total.metrics
-    summary = Summary(
-        visitors=_int(metrics["visitors"]),
-        visits=_int(metrics["visits"]),
-        pageviews=_int(metrics["pageviews"]),
-        bounces=extra.bounces,
-        bounce_rate=_rate(metrics["bounce_rate"], "0.1"),
-        visit_duration_s=_rate(metrics["visit_duration"], "0.1"),
-        pages_per_visit=_rate(metrics["views_per_visit"], "0.01"),
-        bot_hits=sum(hits for _, hits in extra.bot_hits),
-    )
+        found = {row.time: row.metrics for row in per_day.rows}
+
+        def on(day: date, metric: Metric) -> int:
+            return _int(found.get(day, {}).get(metric))
+
+        daily = tuple(
+            Day(day, on(day, "pageviews"), on(day, "visits"), on(day, "visitors"))
+            for day in resolved.days
+        )
+        extra = await extras(connection, site_ids, stats_period, limit=limit, timeout_s=timeout_s)
+        tables = []
+        for spec in TABLES:
+            if spec == "campaigns":
+                rows: tuple[tuple[Any, ...], ...] = tuple(
+                    (c.utm_source, c.utm_medium, c.utm_campaign, c.visits, c.visitors, c.pageviews)
+                    for c in extra.campaigns
+                )
+                tables.append(Table("campaigns", CAMPAIGN_COLUMNS, rows))
+                continue
+            if spec == "bots":
+                tables.append(Table("bots", BOT_COLUMNS, extra.bot_hits))
+                continue
+            assert isinstance(spec, TableQuery)
+            result = await run(
+                Query(
+                    site_ids,
+                    stats_period,
+                    spec.metrics,
+                    breakdown=Breakdown(spec.dimension),
+                    filters=spec.filters,
+                    order_by=((spec.metrics[0], "desc"), ("value", "asc")),
+                    limit=page,
+                )
+            )
+            rows = tuple(
+                (row.value, *(_int(row.metrics[m]) for m in spec.metrics)) for row in result.rows
+            )
+            tables.append(Table(spec.name, (spec.column, *spec.metrics), rows[:limit]))
+        (total,) = totals.rows
+        metrics = total.metrics
+        summary = Summary(
+            visitors=_int(metrics["visitors"]),
+            visits=_int(metrics["visits"]),
+            pageviews=_int(metrics["pageviews"]),
+            bounces=extra.bounces,
+            bounce_rate=_rate(metrics["bounce_rate"], "0.1"),
+            visit_duration_s=_rate(metrics["visit_duration"], "0.1"),
+            pages_per_visit=_rate(metrics["views_per_visit"], "0.01"),
+            bot_hits=sum(hits for _, hits in extra.bot_hits),
+        )
     return Report(
         sites=tuple(site.domain for site in chosen),
         all_sites=not sites,

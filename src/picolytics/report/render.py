@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from picolytics.errors import ReportError
-from picolytics.report.query import Report, Table
+from picolytics.report.model import Report, Table
 
 FORMATS = ("text", "json", "csv")
 WIDTH = 80

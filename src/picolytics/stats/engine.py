@@ -56,7 +56,7 @@ async def run(
     the caller's open transaction, in the caller's snapshot."""
     validate(query)
     try:
-        async with _snapshot(connection, timeout_s):
+        async with snapshot(connection, timeout_s):
             return await _answer(connection, query, use_rollups)
     except errors.QueryCanceled as error:
         raise QueryTimeoutError(
@@ -71,7 +71,7 @@ async def run(
 
 
 @asynccontextmanager
-async def _snapshot(connection: Connection, timeout_s: float) -> AsyncIterator[None]:
+async def snapshot(connection: Connection, timeout_s: float) -> AsyncIterator[None]:
     """A READ ONLY REPEATABLE READ transaction whose statements time out after timeout_s.
 
     Inside a transaction of the caller's (one snapshot for several queries, as the
@@ -130,7 +130,7 @@ async def realtime_visitors(
         raise QueryError("minutes", "must be between 1 and 60")
     params = {"sites": list(site_ids), "since": now - timedelta(minutes=minutes), "now": now}
     try:
-        async with _snapshot(connection, timeout_s):
+        async with snapshot(connection, timeout_s):
             cursor = connection.cursor(row_factory=tuple_row)
             await cursor.execute(REALTIME_VISITORS, params)
             row = await cursor.fetchone()

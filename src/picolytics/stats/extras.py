@@ -12,8 +12,8 @@ of statistics is assembled outside stats/:
 - **bot hits** by reason, from `bot_counts`, which counts per UTC day: the hits of the
   UTC days that carry the period's local dates.
 
-All three run in one READ ONLY REPEATABLE READ transaction whose statements time out
-after `timeout_s`, like the engine's.
+All three run in one snapshot whose statements time out after `timeout_s`, as the
+engine's queries do (stats/engine.py, snapshot).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from datetime import date
 from typing import Any, Final
 
 from psycopg import AsyncConnection, errors
-from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from picolytics.errors import QueryError, QueryTimeoutError
+from picolytics.stats.engine import snapshot
 from picolytics.stats.periods import local_days
 from picolytics.stats.query import Period, Query
 from picolytics.stats.raw import raw_parts
@@ -37,8 +37,6 @@ from picolytics.stats.validate import validate
 
 Connection = AsyncConnection[Any]
 
-BEGIN_SNAPSHOT: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-SET_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
 
 # Visits (sessions with a pageview) of the period per campaign, distinct visitors per
 # site and local day, summed; the order of the dashboard's Campaigns panel, text by
@@ -95,20 +93,16 @@ async def extras(
     use_rollups: bool = True,
 ) -> Extras:
     """Bounces, campaigns (`limit` rows, None: all) and bot hits of the sites over the
-    period. The connection must not be inside a transaction."""
+    period, in a snapshot of their own or in the caller's open transaction."""
     # The period, the sites and the zone are checked as for any query.
     query = Query(site_ids=site_ids, period=period, metrics=("visits", "bounce_rate"))
     validate(query)
     if limit is not None and limit < 0:
         raise QueryError("limit", f"{limit} is below 0")
-    if connection.info.transaction_status != TransactionStatus.IDLE:
-        raise RuntimeError("stats queries need a connection outside any transaction")
     days = local_days(period)
     try:
-        async with connection.transaction():
+        async with snapshot(connection, timeout_s):
             cursor = connection.cursor(row_factory=tuple_row)
-            await cursor.execute(BEGIN_SNAPSHOT)
-            await cursor.execute(SET_TIMEOUT, (f"{max(1, round(timeout_s * 1000))}ms",))
             bounces = await _bounces(connection, query, use_rollups)
             sites = sorted(set(site_ids))
             await cursor.execute(
