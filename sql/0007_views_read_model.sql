@@ -4,7 +4,8 @@
 --
 -- A daily view is grouped by site and UTC day. For each site and UTC day its rows come
 --   * from the rollups when the day is in rollup_days rolled in 'UTC' (then its local
---     day is the UTC day) and not in rollup_stale: every column is a sum the rollup
+--     day is the UTC day), the site is in UTC still (late writes mark the days of the
+--     site's zone) and the day is not in rollup_stale: every column is a sum the rollup
 --     holds for that day (visits, bounces, duration_s, pageviews, events, and the
 --     day's distinct visitors and visits), or a ratio of such sums computed with the
 --     same operations as the raw definition (same numeric division, same rounding);
@@ -74,7 +75,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = '' AND r.visits > 0
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 -- The other days, from the visits view as in 0002.
@@ -107,6 +108,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -124,7 +126,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'source'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.source, t.visits, t.visitors, t.bounces
@@ -145,6 +147,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -158,7 +161,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'entry_page'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.path, t.visits, t.bounces
@@ -178,6 +181,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -190,7 +194,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'exit_page'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.path, t.visits
@@ -209,6 +213,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -222,7 +227,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'country'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.country, t.visits, t.visitors
@@ -242,6 +247,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -255,7 +261,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'browser'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.browser, t.visits, t.visitors
@@ -275,6 +281,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -288,7 +295,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'os'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.os, t.visits, t.visitors
@@ -308,6 +315,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -321,7 +329,7 @@ FROM rollup_visits r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'device'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.device_type, t.visits, t.visitors
@@ -341,6 +349,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -360,7 +369,7 @@ FROM rollup_events r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'page'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.path, t.pageviews, t.visitors
@@ -380,6 +389,7 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));
 
@@ -395,7 +405,7 @@ FROM rollup_events r
 JOIN rollup_days d USING (site_id, day)
 JOIN sites s USING (site_id)
 WHERE r.dimension = 'event'
-  AND d.timezone = 'UTC'
+  AND d.timezone = 'UTC' AND s.timezone = 'UTC'
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = r.site_id AND x.day = r.day)
 UNION ALL
 SELECT s.domain, g.day::date, t.name, t.events, t.visitors, t.visits
@@ -416,5 +426,6 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE NOT EXISTS (SELECT FROM rollup_days d
                   WHERE d.site_id = s.site_id AND d.day = g.day::date AND d.timezone = 'UTC'
+                    AND s.timezone = 'UTC'
                     AND NOT EXISTS (SELECT FROM rollup_stale x
                                     WHERE x.site_id = d.site_id AND x.day = d.day));

@@ -163,8 +163,8 @@ def test_set_the_zone(seeded: str, invoke: Any) -> None:
         " roller rolls them again in Europe/Berlin (the server does so by itself;"
         " `picolytics rollup` does it now).",
         "2 of them lack complete raw rows (no traffic, or pruned) and keep their rollup in"
-        " the old zone: a query in that zone still reads it; in the new zone, whatever raw"
-        " rows are left answer.",
+        " the old zone, unused until the site is set back to it; in the new zone, whatever"
+        " raw rows are left answer.",
     ]
     assert raw_rows(seeded) == before
     assert query(seeded, "SELECT domain, timezone FROM sites ORDER BY site_id") == [
@@ -304,8 +304,8 @@ def test_a_zone_change_is_rolled_again_and_keeps_the_numbers(
         " roller rolls them again in Europe/Berlin (the server does so by itself;"
         " `picolytics rollup` does it now).",
         "1 of them lacks complete raw rows (no traffic, or pruned) and keeps its rollup in"
-        " the old zone: a query in that zone still reads it; in the new zone, whatever raw"
-        " rows are left answer.",
+        " the old zone, unused until the site is set back to it; in the new zone, whatever"
+        " raw rows are left answer.",
     ]
     from_raw = berlin_report()
     assert from_raw.timezone == "Europe/Berlin"

@@ -129,8 +129,11 @@ def site_ids(conninfo: str) -> list[int]:
 
 
 def fill(conninfo: str, timezone: str | None = "UTC") -> None:
+    """The dataset, its sites set to `timezone` and rolled up in it (None: not rolled)."""
     run(write(conninfo, dataset()))
     if timezone:
+        # Rollups count only in the site's own zone, the one late writes are marked in.
+        execute(conninfo, "UPDATE sites SET timezone = %s", (timezone,))
         run(_roll(conninfo, timezone))
 
 

@@ -30,6 +30,10 @@ SELECT d.site_id, d.day,
        d.day::timestamp AT TIME ZONE %(tz)s AS day_start,
        (d.day + 1)::timestamp AT TIME ZONE %(tz)s AS day_end
 FROM rollup_days d
+-- Only days rolled in the site's own zone: late writes mark the days of that zone
+-- (storage/writer.py), so a day rolled in a zone the site has left could be stale
+-- without a mark.
+JOIN sites s ON s.site_id = d.site_id AND s.timezone = d.timezone
 WHERE d.site_id = ANY(%(sites)s::integer[]) AND d.timezone = %(tz)s
   AND d.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
   AND d.day <= (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date
@@ -93,7 +97,7 @@ def rollup_parts(
     days = params.add([day for _, day in rolled], cast="::date[]")
     rolled_days = f"unnest({sites}, {days}) AS u (site_id, day)"
     if shape.hourly:
-        return [_hours_part(rolled_days)]
+        return [_hours_part(rolled_days, shape)]
     parts = []
     if shape.visit_grain:
         parts.append(_dimension_part("rollup_visits", query, shape, rolled_days, params))
@@ -134,11 +138,18 @@ def _dimension_part(
     return part(columns, from_where)
 
 
-def _hours_part(rolled_days: str) -> str:
+def _hours_part(rolled_days: str, shape: Shape) -> str:
     columns = {"k": "h.hour", "parent": "''", "value": "''"}
     columns |= {name: f"h.{name}" for name in COMPONENTS}  # rollup_hours has them all
+    # An hour row holds both grains; it is a bucket only where a grain asked for has
+    # rows, as on the raw path (an hour with events but no visit start has no visits).
+    has_rows = [
+        *(["h.visits > 0"] if shape.visit_grain else []),
+        *(["h.events > 0"] if shape.event_grain else []),
+    ]
     from_where = (
         f"FROM rollup_hours h JOIN {rolled_days}\n"
-        "  ON h.site_id = u.site_id AND h.hour >= u.day AND h.hour < u.day + 1"
+        "  ON h.site_id = u.site_id AND h.hour >= u.day AND h.hour < u.day + 1\n"
+        f"WHERE {' OR '.join(has_rows) or 'true'}"
     )
     return part(columns, from_where)

@@ -4,7 +4,8 @@ Each site has an IANA time zone (`sites.timezone`, default UTC) in which its per
 and day, week and month buckets are counted (docs/read-model.md). Changing it touches
 no raw row: the rollups of the old zone simply stop matching (`rollup_days.timezone`),
 so queries read those days from raw rows until the roller rolls them again in the new
-zone. Days whose raw rows were pruned keep the rollup of their old zone.
+zone. Days whose raw rows were pruned keep the rollup of their old zone, unused until
+the site is set back to it (queries read rollups of the site's own zone only).
 (storage/sites.py is something else: the writer's cache of site ids.)
 """
 
@@ -216,8 +217,8 @@ def summary(change: ZoneChange) -> list[str]:
         lines.append(
             f"{change.kept} of them {'lacks' if one else 'lack'} complete raw rows (no"
             f" traffic, or pruned) and {'keeps its' if one else 'keep their'} rollup in the"
-            " old zone: a query in that zone still reads it; in the new zone, whatever raw"
-            " rows are left answer."
+            " old zone, unused until the site is set back to it; in the new zone, whatever"
+            " raw rows are left answer."
         )
     if change.rolled_in_new_zone:
         lines.append(
