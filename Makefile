@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint cover tracker bench dbip dist release clean
+.PHONY: run test test-fast lint cover tracker bench bench-query dbip dist release clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ cover: $(STAMP)
 # The load benchmark (README, Performance); ARGS="--find-max --server uvicorn" etc.
 bench: $(STAMP)
 	$(BIN)/python scripts/bench $(ARGS)
+
+# The query layer and read model at 3, 10 and 30 M events (README, Performance, Read
+# model); ARGS="--events 3M --data-dir /var/tmp/pq" etc. 30 M needs ~15 GB and an hour.
+bench-query: $(STAMP)
+	$(BIN)/python scripts/bench_query.py $(ARGS)
 
 # Rebuilds assets/pico.js (under 1000 bytes) from tracker/pico.src.js, and
 # assets/pico.ext.js (under 2000) from it plus tracker/pico.ext.src.js.
