@@ -9,8 +9,9 @@ both engines read alike), time buckets, ordering and paging. It shares no code w
 the engine but the typed Query and Row (the question and the shape of the answer) and
 the event rules of picolytics.events (which tests/test_sql_rules.py ties to SQL).
 
-Where docs/read-model.md leaves a choice open, the choice made here is named in a
-comment starting "Reading:"; tests/test_stats_properties.py's report lists them.
+The finer points (how negative operators treat the rows of an event dimension, which
+buckets are rows, where None sorts, ...) are those of the "fine print" section of
+docs/read-model.md; a comment says so where the code follows one.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def event_value(event: RawEvent, dimension: str, prop_key: str | None) -> str | 
 
 
 def _fold(text: str, case_sensitive: bool) -> str:
-    # Reading: case-insensitive compares lowercased text; the strategies keep letters
+    # Fine print: case-insensitive compares lowercased text; the strategies keep letters
     # that change case ASCII (the database's C locale lowercases only ASCII).
     return text if case_sensitive else text.lower()
 
@@ -249,7 +250,7 @@ def is_event_dimension(dimension: str) -> bool:
 
 
 def event_matches(condition: Condition, event: RawEvent) -> bool:
-    """Does one event match a condition on an event dimension? Reading: only the rows of
+    """Does one event match a condition on an event dimension? Fine print: only the rows of
     the dimension have a value, and a negative operator matches those rows whose value
     is none of the values (a custom event never matches `page is_not /a`)."""
     value = event_value(event, condition.dimension, condition.prop_key)
@@ -259,7 +260,7 @@ def event_matches(condition: Condition, event: RawEvent) -> bool:
 def visit_passes(filter_: Filter, session: RawSession, events: Sequence[RawEvent]) -> bool:
     """Does a visit pass a filter (visit grain)? A visit dimension is the visit's value;
     an event dimension holds when at least one of the visit's pageviews or custom events
-    matches. Reading: any of the visit's events counts, also one outside the period."""
+    matches. Fine print: any of the visit's events counts, also one outside the period."""
     if isinstance(filter_, Condition):
         if is_event_dimension(filter_.dimension):
             return any(event_matches(filter_, event) for event in events)
@@ -274,7 +275,7 @@ def visit_passes(filter_: Filter, session: RawSession, events: Sequence[RawEvent
 
 def event_passes(filter_: Filter, event: RawEvent, session: RawSession | None) -> bool:
     """Does an event pass a filter (event grain)? An event dimension is the event's own
-    match; a visit dimension is the value of the event's visit. Reading: an event whose
+    match; a visit dimension is the value of the event's visit. Fine print: an event whose
     session is not a visit (no pageview) has no visit, so no visit value holds for it."""
     if isinstance(filter_, Condition):
         if is_event_dimension(filter_.dimension):
@@ -314,14 +315,13 @@ def bucket(moment: datetime, zone: ZoneInfo, interval: str | None) -> date | dat
     return day.replace(day=1)
 
 
-def daily_distinct(items: Iterable[tuple[datetime, int]], zone: ZoneInfo, hourly: bool) -> int:
-    """Distinct ids summed over local days (or, per hour, distinct ids of the hour)."""
-    if hourly:
-        return len({identifier for _, identifier in items})
-    per_day: dict[date, set[int]] = defaultdict(set)
-    for moment, identifier in items:
-        per_day[local(moment, zone).date()].add(identifier)
-    return sum(len(ids) for ids in per_day.values())
+def daily_distinct(items: Iterable[tuple[datetime, int, int]], zone: ZoneInfo, hourly: bool) -> int:
+    """Distinct ids of (time, site, id) rows, per site and local day, summed (per hour:
+    per site and hour). Visitor ids are per site (docs/read-model.md, fine print)."""
+    groups: dict[tuple[int, date | datetime | None], set[int]] = defaultdict(set)
+    for moment, site_id, identifier in items:
+        groups[(site_id, bucket(moment, zone, "hour" if hourly else "day"))].add(identifier)
+    return sum(len(ids) for ids in groups.values())
 
 
 # -- metrics -----------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def visit_metrics(
             out[metric] = count
         elif metric == "visitors":
             out[metric] = daily_distinct(
-                ((v.started_at, v.visitor_id) for v in visits), zone, hourly
+                ((v.started_at, v.site_id, v.visitor_id) for v in visits), zone, hourly
             )
         elif metric == "bounce_rate":
             out[metric] = rate(sum(v.bounce for v in visits), count, 100, metric)
@@ -367,7 +367,7 @@ def visit_metrics(
             else:
                 out[metric] = sum(1 for e in events if e.is_pageview)
         elif metric == "events":
-            # Reading: by a visit dimension, the pageview and custom events of those
+            # Fine print: by a visit dimension, the pageview and custom events of those
             # visits, whenever received (the counterpart of their pageviews).
             out[metric] = len(events)
         else:
@@ -384,15 +384,15 @@ def event_metrics(
     for metric in metrics:
         if metric in ("events", "pageviews"):
             # For "page" both count its pageviews; "event" and "prop" rows are custom
-            # events, none of them a pageview (Reading: pageviews there are 0).
+            # events, none of them a pageview (fine print: pageviews there are 0).
             out[metric] = sum(1 for e in events if metric == "events" or e.is_pageview)
         elif metric == "visitors":
             out[metric] = daily_distinct(
-                ((e.received_at, e.visitor_id) for e in events), zone, hourly
+                ((e.received_at, e.site_id, e.visitor_id) for e in events), zone, hourly
             )
         elif metric == "visits":
             out[metric] = daily_distinct(
-                ((e.received_at, e.session_id) for e in events), zone, hourly
+                ((e.received_at, e.site_id, e.session_id) for e in events), zone, hourly
             )
         else:
             raise ValueError(f"{metric} has no meaning for an event dimension")
@@ -453,7 +453,7 @@ def answer(raw: Raw, query: Query) -> Answer:
             by_time: dict[date | datetime | None, tuple[list[RawSession], list[RawEvent]]] = (
                 defaultdict(lambda: ([], []))
             )
-            # Reading: a time bucket is a row when it holds rows of a grain the metrics
+            # Fine print: a time bucket is a row when it holds rows of a grain the metrics
             # read (a day with pageviews but no visit is no row of a visits series).
             if set(query.metrics) & VISIT_GRAIN_METRICS:
                 for s in visits:
@@ -530,7 +530,7 @@ def _component(row: Row, name: str, direction: str) -> tuple[int, Any]:
     else:
         value = row.metrics.get(name)  # type: ignore[call-overload]
     if value is None:
-        # Reading: a rate with nothing to divide by (None) sorts after every number.
+        # Fine print: a rate with nothing to divide by (None) sorts after every number.
         return (1, 0)
     return (0, value if direction == "asc" else _Desc(value))
 

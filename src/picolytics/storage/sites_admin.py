@@ -173,6 +173,14 @@ def check_zone(connection: Connection, zone: str, flag: str = "--timezone") -> N
     raise SiteOptionError(f"{flag}: {zone!r} is not a time zone PostgreSQL knows{hint}")
 
 
+MARK_ROLLED_IN_ZONE_STALE = """
+INSERT INTO rollup_stale (site_id, day)
+SELECT site_id, day FROM rollup_days WHERE site_id = %s AND timezone = %s
+ORDER BY 1, 2
+ON CONFLICT (site_id, day) DO UPDATE SET day = EXCLUDED.day
+"""
+
+
 def set_timezone(connection: Connection, domain: str, zone: str) -> ZoneChange:
     """Set the site's zone in one transaction; raw rows and rollups stay as they are.
 
@@ -187,6 +195,9 @@ def set_timezone(connection: Connection, domain: str, zone: str) -> ZoneChange:
         check_zone(connection, zone)
         if old != zone:
             connection.execute(UPDATE_ZONE, (zone, site_id))
+            # Late writes were marked in the other zone meanwhile: the days rolled in
+            # this one may have changed unmarked, so they read raw until rolled again.
+            connection.execute(MARK_ROLLED_IN_ZONE_STALE, (site_id, zone))
         counts = connection.execute(ROLLUPS_BY_ZONE, {"zone": zone, "site": site_id}).fetchone()
         assert counts is not None  # an aggregate without GROUP BY: one row
     return ZoneChange(domain, old, zone, *counts)
