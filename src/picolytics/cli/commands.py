@@ -1,12 +1,11 @@
-"""The command line: the only place that configures logging, runs the event loop and
-turns picolytics' errors into one clean line and an exit code."""
+"""The root command and the commands of the server's life: serve, migrate, prune,
+rollup, report, site, write-default-config."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -15,15 +14,14 @@ from typing import Any
 import click
 
 from picolytics import __version__
-from picolytics.config import Config, load_config, write_default_config
+from picolytics.cli.common import PicolyticsGroup, config_of
+from picolytics.config import write_default_config
 from picolytics.errors import (
-    PicolyticsError,
     PruneBusyError,
     RollupError,
     RollupOptionError,
     ServerError,
 )
-from picolytics.logs import configure_logging
 from picolytics.report import render as report_render
 from picolytics.report.query import (
     DEFAULT_DAYS,
@@ -43,24 +41,6 @@ from picolytics.tls.endpoints import autotls_endpoints
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = "config.yaml"
-
-
-class PicolyticsGroup(click.Group):
-    """Shows a PicolyticsError as one `picolytics: error: ...` line and its exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PicolyticsError as error:
-            click.echo(f"picolytics: error: {error}", err=True)
-            ctx.exit(error.exit_code)
-
-
-def _config(ctx: click.Context) -> Config:
-    """Load and validate the configuration, then set up logging from it."""
-    config = load_config(ctx.find_root().params.get("config_file"), os.environ)
-    configure_logging(config.log_format, config.debug)
-    return config
 
 
 def _write_default_config(path: str) -> None:
@@ -108,7 +88,7 @@ def cli(ctx: click.Context, config_file: str | None, default_config_path: str | 
 def serve(ctx: click.Context) -> None:
     """Run the analytics server (starts the embedded PostgreSQL if no database is set)."""
 
-    config = _config(ctx)
+    config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         if config.skip_migrations:
             log.info("SKIP_MIGRATIONS is set: not applying migrations")
@@ -145,7 +125,7 @@ def serve(ctx: click.Context) -> None:
 def migrate_command(ctx: click.Context, check: bool) -> None:
     """Apply pending database migrations."""
 
-    config = _config(ctx)
+    config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         if check:
             waiting = migrate.pending(conninfo)
@@ -176,7 +156,7 @@ def prune_command(ctx: click.Context, days: int | None, dry_run: bool) -> None:
     older than PRUNE_ROLLUP_DAYS (if not 0) go too.
     """
 
-    config = _config(ctx)
+    config = config_of(ctx)
     keep = days if days is not None else config.prune_days
     if keep == 0:
         click.echo("PRUNE_DAYS is 0 (keep everything) and no --days given: nothing to prune")
@@ -260,7 +240,7 @@ def rollup_command(
     if first_day is not None and last_day is not None and first_day > last_day:
         raise RollupOptionError(f"--from ({first_day}) is after --to ({last_day})")
     domain = normalise_site(site) if site is not None else None
-    config = _config(ctx)
+    config = config_of(ctx)
     progress = _RollupProgress("rebuilding" if rebuild else "rolling up")
     try:
         with database_conninfo(config) as conninfo:
@@ -364,7 +344,7 @@ def report_command(
     period = PeriodOptions(days, first, last)
     if zone is not None:
         stats_periods.zone(zone, "--timezone")
-    config = _config(ctx)
+    config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         result = report_from(
             conninfo,
@@ -397,7 +377,7 @@ def site_group() -> None:
 def site_list_command(ctx: click.Context, as_json: bool) -> None:
     """Each site's time zone, first and last day with data, and rolled-up days."""
 
-    config = _config(ctx)
+    config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         sites = sites_admin.connected(conninfo, sites_admin.list_sites)
     if as_json:
@@ -426,7 +406,7 @@ def site_set_command(ctx: click.Context, domain: str, zone: str) -> None:
 
     stats_periods.zone(zone, "--timezone")  # Python knows it; PostgreSQL is asked next
     site = normalise_site(domain)
-    config = _config(ctx)
+    config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         change = sites_admin.connected(
             conninfo, lambda connection: sites_admin.set_timezone(connection, site, zone)
@@ -444,7 +424,3 @@ def write_default_config_command(path: str) -> None:
 
 def main() -> None:
     cli(prog_name="picolytics")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,9 @@
+"""The command line: the only place that configures logging, runs the event loop and
+turns picolytics' errors into one clean line and an exit code. `commands` holds the
+root group; each other module adds one command group to it."""
+
+from __future__ import annotations
+
+from picolytics.cli.commands import cli, main
+
+__all__ = ["cli", "main"]
