@@ -262,6 +262,7 @@ FROM events
 """
 READ_MODEL: Final = (
     "rollup_visits", "rollup_events", "rollup_hours", "rollup_days", "rollup_stale",
+    "rollup_segment_visits", "rollup_segment_events",
 )  # fmt: skip
 
 

@@ -367,9 +367,17 @@ FILTERS: list[tuple[str, Filter, tuple[int, int, int, int]]] = [
 ]
 
 
+# Filters on one segment (source, country, ...) without Not: the segment rollups answer,
+# but for visitors only on days where the segment splits no visitor, unless the filter
+# holds for one value only (a case-sensitive `is` of one value). The dataset has a
+# visitor with visits from two sources on one day, so that day is read raw.
+SEGMENT_PATHS = {"is": "rollup", "is, any case": "mixed", "is_not": "mixed", "country": "rollup"}
+
+
 @pytest.mark.parametrize(("name", "filter_", "expected"), FILTERS, ids=[f[0] for f in FILTERS])
 def test_filters(data: str, name: str, filter_: Filter, expected: tuple[int, ...]) -> None:
-    assert totals(ask(data, q(data, filters=filter_), path="raw")) == expected
+    path = SEGMENT_PATHS.get(name, "raw")
+    assert totals(ask(data, q(data, filters=filter_), path=path)) == expected
 
 
 def test_a_filter_on_the_breakdown_reads_rollups(data: str) -> None:

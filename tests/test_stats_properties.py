@@ -41,7 +41,14 @@ from hypothesis import strategies as st
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 
-from picolytics.dimensions import DIMENSIONS, EVENT_DIMENSIONS, METRICS, VISIT_DIMENSIONS, Metric
+from picolytics.dimensions import (
+    DIMENSIONS,
+    EVENT_DIMENSIONS,
+    METRICS,
+    SEGMENTS,
+    VISIT_DIMENSIONS,
+    Metric,
+)
 from picolytics.errors import QueryError
 from picolytics.events import Agent, BotHit, Location, Props, QueuedEvent, new_id
 from picolytics.stats import engine as stats_engine
@@ -250,7 +257,8 @@ def reset(connection: psycopg.Connection[Any], zones: Sequence[str]) -> dict[int
     its zone. Returns site index -> site_id."""
     connection.execute(
         "TRUNCATE sites, sessions, visitor_sessions, events, bot_counts, rollup_days,"
-        " rollup_stale, rollup_visits, rollup_events, rollup_hours RESTART IDENTITY CASCADE"
+        " rollup_stale, rollup_visits, rollup_events, rollup_hours, rollup_segment_visits,"
+        " rollup_segment_events RESTART IDENTITY CASCADE"
     )
     ids: dict[int, int] = {}
     for index, zone in enumerate(zones):
@@ -761,6 +769,22 @@ def queries(
         elif wrap == "or":
             own = Or((own, draw(conditions(values, breakdown))))
         filter_ = own
+    elif filter_ is not None and draw(st.booleans()):
+        # A filter on one segment: the segment rollups can answer it (a Not sometimes,
+        # which they cannot, and a one-value `is` often, which they may on any day).
+        on = Breakdown(draw(st.sampled_from(SEGMENTS)))
+        segment_filter: Filter = draw(conditions(values, on))
+        if draw(st.booleans()):
+            segment_filter = Condition(
+                on.dimension, "is", (draw(st.sampled_from(values.pool(on.dimension, None))),)
+            )
+        wrap = draw(st.sampled_from(("", "", "and", "or", "not")))
+        if wrap == "not":
+            segment_filter = Not(segment_filter)
+        elif wrap:
+            pair = (segment_filter, draw(conditions(values, on)))
+            segment_filter = And(pair) if wrap == "and" else Or(pair)
+        filter_ = segment_filter
     keys = [*metrics, *(["value"] if breakdown else []), *(["time"] if interval else [])]
     order = draw(
         st.lists(
@@ -867,8 +891,9 @@ QUERIES_PER_DATASET = 6
 def rollup_shaped(query: Query) -> bool:
     """May rollups answer this query's rolled days? (docs/read-model.md, How it is kept
     fast; stats/shape.py): not with a filter on another dimension than the breakdown's
-    (and its key), not an hourly series with a breakdown or a filter, not `events` by a
-    visit dimension (the events of visits are not rolled up by visit value)."""
+    (and its key) or than one segment (without Not, by nothing, a visit dimension or
+    page), not an hourly series with a breakdown or a filter, not `events` by a visit
+    dimension (the events of visits are not rolled up by visit value)."""
     breakdown = query.breakdown
     dimension = breakdown.dimension if breakdown else None
     if query.interval == "hour" and (breakdown is not None or query.filters is not None):
@@ -878,9 +903,45 @@ def rollup_shaped(query: Query) -> bool:
     if query.filters is None:
         return True
     assert breakdown is not None or dimension is None
-    return all(
+    own = all(
         c.dimension == dimension and (dimension != "prop" or c.prop_key == breakdown.prop_key)  # type: ignore[union-attr]
         for c in leaves(query.filters)
+    )
+    return own or segment_of(query) is not None
+
+
+def segment_of(query: Query) -> str | None:
+    """The segment whose rollups answer a filtered query, if any."""
+    dimension = query.breakdown.dimension if query.breakdown else None
+    if query.filters is None or dimension in ("event", "prop"):
+        return None
+    found = {c.dimension for c in leaves(query.filters)}
+    if len(found) != 1 or dimension in found:
+        return None
+    (segment,) = found
+    if segment not in SEGMENTS or has_not(query.filters):
+        return None
+    return segment
+
+
+def has_not(filter_: Filter) -> bool:
+    if isinstance(filter_, Not):
+        return True
+    if isinstance(filter_, Condition):
+        return False
+    return any(has_not(inner) for inner in filter_.filters)
+
+
+def any_day(query: Query) -> bool:
+    """May a segment's rollups answer on a day the segment splits a visitor? When the
+    visitors of several values are never added: the filter holds for one value only
+    (a case-sensitive `is` of one value), or no visitors are asked for."""
+    one = query.filters
+    return "visitors" not in query.metrics or (
+        isinstance(one, Condition)
+        and one.operator == "is"
+        and one.case_sensitive
+        and len(one.values) == 1
     )
 
 
@@ -902,16 +963,22 @@ class ReadModel:
     rolled: dict[tuple[int, date], str]
     stale: frozenset[tuple[int, date]]
     zones: dict[int, str]
+    # (site_id, day) -> the segments it has rollups of, and those splitting a visitor.
+    segments: dict[tuple[int, date], tuple[frozenset[str], frozenset[str]]]
 
 
 async def read_model(connection: AsyncConnection[Any]) -> ReadModel:
-    cursor = await connection.execute("SELECT site_id, day, timezone FROM rollup_days")
-    rolled = {(int(s), d): str(z) for s, d, z in await cursor.fetchall()}
+    cursor = await connection.execute(
+        "SELECT site_id, day, timezone, segments, split_segments FROM rollup_days"
+    )
+    found = await cursor.fetchall()
+    rolled = {(int(s), d): str(z) for s, d, z, _, _ in found}
+    segments = {(int(s), d): (frozenset(has), frozenset(split)) for s, d, _, has, split in found}
     cursor = await connection.execute("SELECT site_id, day FROM rollup_stale")
     stale = frozenset((int(s), d) for s, d in await cursor.fetchall())
     cursor = await connection.execute("SELECT site_id, timezone FROM sites")
     zones = {int(s): str(z) for s, z in await cursor.fetchall()}
-    return ReadModel(rolled, stale, zones)
+    return ReadModel(rolled, stale, zones, segments)
 
 
 def expected_path(query: Query, model: ReadModel) -> str:
@@ -920,6 +987,7 @@ def expected_path(query: Query, model: ReadModel) -> str:
     rest."""
     if not rollup_shaped(query):
         return "raw"
+    segment = segment_of(query)
     period = query.period
     tz = ZoneInfo(period.timezone)
     first = period.start.astimezone(tz).date()
@@ -939,6 +1007,7 @@ def expected_path(query: Query, model: ReadModel) -> str:
             if (
                 model.rolled.get((site_id, day)) == period.timezone == model.zones[site_id]
                 and (site_id, day) not in model.stale
+                and (segment is None or segment_usable(model, site_id, day, segment, query))
             ):
                 used += 1
                 tiled = tiled and start == covered_to
@@ -947,6 +1016,11 @@ def expected_path(query: Query, model: ReadModel) -> str:
     if not used:
         return "raw"
     return "rollup" if tiled else "mixed"
+
+
+def segment_usable(model: ReadModel, site_id: int, day: date, segment: str, query: Query) -> bool:
+    has, split = model.segments[(site_id, day)]
+    return segment in has and (any_day(query) or segment not in split)
 
 
 def describe(rows: Sequence[Row]) -> str:
@@ -998,6 +1072,8 @@ async def compare(
             assert fast.path == expected_path(query, model), (label, query, model)
         paths[fast.path] += 1
         statistic(f"path: {fast.path}")
+        if model is not None and segment_of(query):
+            statistic(f"filtered on a segment, path: {fast.path}")
     return paths
 
 

@@ -62,7 +62,7 @@ READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
 # The read model's rollups, and which rolled days are stale (0006_read_model.sql): the
 # query layer reads both.
 READABLE_TABLES += ["rollup_days", "rollup_stale", "rollup_visits", "rollup_events"]
-READABLE_TABLES += ["rollup_hours"]
+READABLE_TABLES += ["rollup_hours", "rollup_segment_visits", "rollup_segment_events"]
 PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
 
 

@@ -98,7 +98,7 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
     rolled: tuple[tuple[int, date], ...] = ()
     ranges: tuple[Range, ...] = whole
     if use_rollups and shape.rollups:
-        split = await split_period(connection, query)
+        split = await split_period(connection, query, shape)
         rolled, ranges = split.rolled, split.raw
     parts = []
     if rolled:

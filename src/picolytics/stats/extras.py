@@ -133,7 +133,7 @@ async def _bounces(connection: Connection, query: Query, use_rollups: bool) -> i
     whole = Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end)
     ranges: tuple[Range, ...] = (whole,)
     if use_rollups and shape.rollups:
-        split = await split_period(connection, query)
+        split = await split_period(connection, query, shape)
         rolled, ranges = split.rolled, split.raw
     parts = []
     if rolled:

@@ -40,6 +40,11 @@ WHERE d.site_id = ANY(%(sites)s::integer[]) AND d.timezone = %(tz)s
   AND d.day::timestamp AT TIME ZONE %(tz)s >= %(start)s::timestamptz
   AND (d.day + 1)::timestamp AT TIME ZONE %(tz)s <= %(end)s::timestamptz
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = d.site_id AND x.day = d.day)
+  -- A filtered query on a segment: days that have its rollups, and where it splits no
+  -- visitor unless the query may add the visitors of several values anyway.
+  AND (%(segment)s::text IS NULL
+       OR (%(segment)s::text = ANY(d.segments)
+           AND (%(any_day)s OR NOT %(segment)s::text = ANY(d.split_segments))))
 ORDER BY d.site_id, d.day
 """
 
@@ -52,13 +57,20 @@ class Split:
     raw: tuple[Range, ...]
 
 
-async def split_period(connection: AsyncConnection[Any], query: Query) -> Split:
+async def split_period(connection: AsyncConnection[Any], query: Query, shape: Shape) -> Split:
     period = query.period
     sites = sorted(set(query.site_ids))
     cursor = connection.cursor(row_factory=tuple_row)
     await cursor.execute(
         USABLE_DAYS,
-        {"tz": period.timezone, "sites": sites, "start": period.start, "end": period.end},
+        {
+            "tz": period.timezone,
+            "sites": sites,
+            "start": period.start,
+            "end": period.end,
+            "segment": shape.segment,
+            "any_day": shape.segment_any_day,
+        },
     )
     rolled: list[tuple[int, date]] = []
     covered: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
@@ -110,6 +122,8 @@ def _dimension_part(
     table: str, query: Query, shape: Shape, rolled_days: str, params: Params
 ) -> str:
     visits = table == "rollup_visits"
+    if shape.segment is not None:  # the same sums, per value of the filter's segment
+        table = "rollup_segment_visits" if visits else "rollup_segment_events"
     columns = {"k": "r.day", "parent": "r.parent", "value": "r.value"}
     if visits:
         columns |= {
@@ -129,7 +143,13 @@ def _dimension_part(
     if shape.dimension == "prop":
         columns["parent"] = "''"  # the key is the query's, not a parent value
         where.append(f"r.parent = {params.add(shape.prop_key, cast='::text')}")
-    if query.filters is not None:
+    if shape.segment is not None:
+        assert query.filters is not None
+        if not visits:
+            columns["parent"] = "''"  # rollup_segment_events: pages have no parent
+        where.append(f"r.segment = {params.add(shape.segment, cast='::text')}")
+        where.append(value_condition(query.filters, "r.segment_value", params))
+    elif query.filters is not None:
         where.append(value_condition(query.filters, "r.value", params))
     from_where = (
         f"FROM {table} r JOIN {rolled_days} ON r.site_id = u.site_id AND r.day = u.day\n"

@@ -6,19 +6,24 @@ Rollups answer, for the days they hold:
   rollup_events, dimension ''), and hourly series without a filter (rollup_hours);
 - a breakdown, also per day/week/month, without a filter or with a filter whose every
   condition is on the breakdown's own dimension (and, for "prop", its key): that is a
-  condition on the rows' values, and each rollup row is one value.
+  condition on the rows' values, and each rollup row is one value;
+- totals, series and breakdowns by a visit dimension or by page, filtered on one
+  *segment* (dimensions.SEGMENTS) with is/contains/matches and their negations under
+  And/Or, but no Not: the segment rollups hold them per segment value. (A Not would
+  keep the events of sessions that are no visit, which those rollups do not hold.)
 Everything else reads raw rows for the whole period: a filter on another dimension
-(the rollups hold no combinations), an hourly series with a breakdown or a filter, and
-`events` by a visit dimension (the events of visits are not rolled up by visit value).
+or on two (the rollups hold no other combinations), an hourly series with a breakdown
+or a filter, and `events` by a visit dimension (the events of visits are not rolled
+up by visit value).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from picolytics.dimensions import EVENT_DIMENSIONS, Dimension
+from picolytics.dimensions import EVENT_DIMENSIONS, SEGMENTS, Dimension, VisitDimension
 from picolytics.stats.filters import conditions
-from picolytics.stats.query import Query
+from picolytics.stats.query import Condition, Filter, Not, Query
 
 # Metrics of each grain when there is no breakdown.
 _VISIT_TOTALS = frozenset(
@@ -36,6 +41,11 @@ class Shape:
     event_grain: bool  # a part over pageviews and custom events
     visit_events: bool  # a visit breakdown's `events`: the counted events of each visit
     rollups: bool  # may rollup rows answer the days they hold?
+    # The segment whose rollups answer a filtered query (None: the plain rollups), and
+    # whether they do so on a day where the segment splits a visitor: yes when the
+    # filter matches one value only, or no visitors are asked for (docs/read-model.md).
+    segment: VisitDimension | None = None
+    segment_any_day: bool = False
 
     @property
     def by_visit_dimension(self) -> bool:
@@ -62,10 +72,43 @@ def shape_of(query: Query) -> Shape:
     hourly = query.interval == "hour"
     if query.filters is None:
         rollups = not visit_events and not (hourly and dimension is not None)
-    else:
-        own = all(
-            c.dimension == dimension and (dimension != "prop" or c.prop_key == prop_key)
-            for c in conditions(query.filters)
-        )
-        rollups = own and not hourly and not visit_events
-    return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups)
+        return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups)
+    own = all(
+        c.dimension == dimension and (dimension != "prop" or c.prop_key == prop_key)
+        for c in conditions(query.filters)
+    )
+    segment = None if own else _segment_of(query.filters, dimension)
+    rollups = (own or segment is not None) and not hourly and not visit_events
+    any_day = _one_value(query.filters) or "visitors" not in metrics
+    return Shape(
+        dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups,
+        segment if rollups else None, any_day,
+    )  # fmt: skip
+
+
+def _segment_of(filters: Filter, dimension: Dimension | None) -> VisitDimension | None:
+    """The segment of a filter whose conditions are all on that one segment, without
+    Not, for a query the segment rollups hold (by nothing, a visit dimension, page)."""
+    found = {c.dimension for c in conditions(filters)}
+    if len(found) != 1 or _has_not(filters) or dimension in ("event", "prop"):
+        return None
+    (segment,) = found
+    return next((s for s in SEGMENTS if s == segment), None)
+
+
+def _has_not(filter_: Filter) -> bool:
+    if isinstance(filter_, Condition):
+        return False
+    if isinstance(filter_, Not):
+        return True
+    return any(_has_not(inner) for inner in filter_.filters)
+
+
+def _one_value(filter_: Filter) -> bool:
+    """Can the filter hold for one value only? (A case-sensitive `is` of one value.)"""
+    return (
+        isinstance(filter_, Condition)
+        and filter_.operator == "is"
+        and filter_.case_sensitive
+        and len(filter_.values) == 1
+    )

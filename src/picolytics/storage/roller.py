@@ -151,6 +151,8 @@ CLEAR_DAYS = (
     "DELETE FROM rollup_days WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
     "DELETE FROM rollup_visits WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
     "DELETE FROM rollup_events WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
+    "DELETE FROM rollup_segment_visits WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
+    "DELETE FROM rollup_segment_events WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
     "DELETE FROM rollup_hours WHERE site_id = %(site_id)s"
     " AND hour >= %(first)s::date AND hour < %(last)s::date + 1"
     " AND hour::date = ANY(%(days)s::date[])",

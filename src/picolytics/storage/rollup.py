@@ -10,7 +10,26 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from picolytics.storage.rollup_segments_sql import (
+    DELETE_SEGMENT_EVENTS,
+    DELETE_SEGMENT_VISITS,
+    MARK_SEGMENTS,
+    ROLL_SEGMENT_EVENTS,
+    ROLL_SEGMENT_VISITS,
+)
 from picolytics.storage.rollup_sql import ROLL_DAY
+
+# The plain rollups, then the segment rollups, then the day's segment marks.
+STATEMENTS = (
+    *ROLL_DAY,
+    DELETE_SEGMENT_VISITS,
+    DELETE_SEGMENT_EVENTS,
+    ROLL_SEGMENT_VISITS,
+    ROLL_SEGMENT_EVENTS,
+    MARK_SEGMENTS,
+)
+# The segment rollups unpivot each row some hundred times; hashing that beats sorting.
+ROLL_WORK_MEM = "SET LOCAL work_mem = '256MB'"
 
 
 async def roll_day(
@@ -28,5 +47,6 @@ async def roll_day(
     """
     params = {"site_id": site_id, "day": day, "timezone": timezone}
     async with connection.transaction():
-        for statement in ROLL_DAY:
+        await connection.execute(ROLL_WORK_MEM)
+        for statement in STATEMENTS:
             await connection.execute(statement, params)

@@ -26,12 +26,12 @@ from picolytics.dimensions import EVENT_ROWS, PARENT_OF, VISIT_COLUMNS, VISIT_DI
 DAY_START: Final = "(%(day)s::date::timestamp AT TIME ZONE %(timezone)s)"
 DAY_END: Final = "((%(day)s::date + 1)::timestamp AT TIME ZONE %(timezone)s)"
 
-_VISITS_OF_DAY = f"""s.site_id = %(site_id)s AND s.pageviews > 0
+VISITS_OF_DAY = f"""s.site_id = %(site_id)s AND s.pageviews > 0
   AND s.started_at >= {DAY_START} AND s.started_at < {DAY_END}"""
-_EVENTS_OF_DAY = f"""e.site_id = %(site_id)s
+EVENTS_OF_DAY = f"""e.site_id = %(site_id)s
   AND e.received_at >= {DAY_START} AND e.received_at < {DAY_END}"""
 # The event grain: pageviews and custom events (docs/read-model.md).
-_COUNTED = f"({EVENT_ROWS['page']} OR {EVENT_ROWS['event']})"
+COUNTED = f"({EVENT_ROWS['page']} OR {EVENT_ROWS['event']})"
 
 # Two roll_day calls for the same site and day wait for each other, so concurrent
 # rollers replace the day's rows one after the other, never both at once (the pair of
@@ -67,7 +67,7 @@ FROM sessions s
 CROSS JOIN LATERAL (
     VALUES {_visit_values()}
 ) AS d (dimension, parent, value)
-WHERE {_VISITS_OF_DAY}
+WHERE {VISITS_OF_DAY}
 GROUP BY d.dimension, d.parent, d.value
 """
 
@@ -81,7 +81,7 @@ SELECT %(site_id)s, %(day)s, d.dimension, d.parent, d.value,
        count(*) FILTER (WHERE {EVENT_ROWS["page"]}), count(*)
 FROM events e
 CROSS JOIN LATERAL (
-    SELECT '', '', '' WHERE {_COUNTED}
+    SELECT '', '', '' WHERE {COUNTED}
     UNION ALL
     SELECT 'page', '', e.path WHERE {EVENT_ROWS["page"]}
     UNION ALL
@@ -91,7 +91,7 @@ CROSS JOIN LATERAL (
     FROM jsonb_each_text(CASE WHEN jsonb_typeof(e.props) = 'object' THEN e.props END) AS p
     WHERE {EVENT_ROWS["event"]} AND p.value IS NOT NULL
 ) AS d (dimension, parent, value)
-WHERE {_EVENTS_OF_DAY}
+WHERE {EVENTS_OF_DAY}
 GROUP BY d.dimension, d.parent, d.value
 """
 
@@ -107,13 +107,13 @@ FROM (SELECT date_trunc('hour', s.started_at AT TIME ZONE %(timezone)s) AS hour,
              count(*) FILTER (WHERE s.bounce) AS bounces, sum(s.duration_s) AS duration_s,
              sum(s.pageviews) AS session_pageviews
       FROM sessions s
-      WHERE {_VISITS_OF_DAY}
+      WHERE {VISITS_OF_DAY}
       GROUP BY 1) v
 FULL JOIN (SELECT date_trunc('hour', e.received_at AT TIME ZONE %(timezone)s) AS hour,
                   count(*) FILTER (WHERE {EVENT_ROWS["page"]}) AS pageviews,
                   count(*) AS events
            FROM events e
-           WHERE {_EVENTS_OF_DAY} AND {_COUNTED}
+           WHERE {EVENTS_OF_DAY} AND {COUNTED}
            GROUP BY 1) ev USING (hour)
 """
 
@@ -137,3 +137,4 @@ ROLL_DAY: Final = (
     ROLL_HOURS,
     MARK_ROLLED,
 )
+# The segment rollups' statements follow (storage/rollup_segments_sql.py).

@@ -1,0 +1,116 @@
+"""The statements of `roll_day` for the segment rollups (sql/0008_segment_rollups.sql):
+the day's visits and counted events once more per value of each segment dimension
+(dimensions.SEGMENTS), and which segments split a visitor that day.
+
+As in storage/rollup_sql.py every row is unpivoted (LATERAL), here twice: once per
+segment, once per dimension. Distinct visitors and visits are counted by grouping on
+the id first and counting the groups after: PostgreSQL can hash that grouping, where
+count(DISTINCT) would sort the whole unpivot once more.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from picolytics.dimensions import EVENT_ROWS, PARENT_OF, SEGMENTS, VISIT_COLUMNS, VISIT_DIMENSIONS
+from picolytics.storage.rollup_sql import COUNTED, EVENTS_OF_DAY, VISITS_OF_DAY
+
+# The unpivot of a visit into (segment, segment_value): every segment, its value.
+_SEGMENT_VALUES: Final = ",\n           ".join(
+    f"('{segment}', {VISIT_COLUMNS[segment]})" for segment in SEGMENTS
+)
+_SEGMENTS_ARRAY: Final = "ARRAY[" + ", ".join(f"'{segment}'" for segment in SEGMENTS) + "]"
+
+
+def _dimension_values() -> str:
+    """(dimension, parent, value) rows of a visit, '' for the day's total."""
+    rows = ["('', '', '')"]
+    for dimension in VISIT_DIMENSIONS:
+        parent = PARENT_OF.get(dimension)
+        parent_sql = VISIT_COLUMNS[parent] if parent else "''"
+        rows.append(f"('{dimension}', {parent_sql}, {VISIT_COLUMNS[dimension]})")
+    return ",\n           ".join(rows)
+
+
+DELETE_SEGMENT_VISITS: Final = (
+    "DELETE FROM rollup_segment_visits WHERE site_id = %(site_id)s AND day = %(day)s"
+)
+DELETE_SEGMENT_EVENTS: Final = (
+    "DELETE FROM rollup_segment_events WHERE site_id = %(site_id)s AND day = %(day)s"
+)
+
+# Grouping by (…, visitor) leaves one row per visitor and values: visitors = count(*).
+ROLL_SEGMENT_VISITS: Final = f"""
+INSERT INTO rollup_segment_visits (site_id, day, segment, segment_value, dimension, parent,
+                                   value, visitors, visits, bounces, duration_s, pageviews)
+SELECT %(site_id)s, %(day)s, segment, segment_value, dimension, parent, value,
+       count(*), sum(visits), sum(bounces), sum(duration_s), sum(pageviews)
+FROM (SELECT g.segment, g.segment_value, d.dimension, d.parent, d.value, s.visitor_id,
+             count(*) AS visits, count(*) FILTER (WHERE s.bounce) AS bounces,
+             sum(s.duration_s) AS duration_s, sum(s.pageviews) AS pageviews
+      FROM sessions s
+      CROSS JOIN LATERAL (
+          VALUES {_SEGMENT_VALUES}
+      ) AS g (segment, segment_value)
+      CROSS JOIN LATERAL (
+          VALUES {_dimension_values()}
+      ) AS d (dimension, parent, value)
+      WHERE {VISITS_OF_DAY} AND d.dimension <> g.segment
+      GROUP BY 1, 2, 3, 4, 5, 6) per_visitor
+GROUP BY segment, segment_value, dimension, parent, value
+"""
+
+# The counted events of the day with their visit's segment values: per visitor and
+# visit first, so visitors and visits are counts of groups.
+ROLL_SEGMENT_EVENTS: Final = f"""
+INSERT INTO rollup_segment_events (site_id, day, segment, segment_value, dimension, value,
+                                   visitors, visits, pageviews, events)
+SELECT %(site_id)s, %(day)s, segment, segment_value, dimension, value,
+       count(DISTINCT visitor_id), count(*), sum(pageviews), sum(events)
+FROM (SELECT g.segment, g.segment_value, d.dimension, d.value, s.visitor_id, s.session_id,
+             count(*) FILTER (WHERE {EVENT_ROWS["page"]}) AS pageviews, count(*) AS events
+      FROM events e
+      JOIN sessions s
+        ON s.site_id = e.site_id AND s.session_id = e.session_id AND s.pageviews > 0
+      CROSS JOIN LATERAL (
+          VALUES {_SEGMENT_VALUES}
+      ) AS g (segment, segment_value)
+      CROSS JOIN LATERAL (
+          SELECT '', '' WHERE {COUNTED}
+          UNION ALL
+          SELECT 'page', e.path WHERE {EVENT_ROWS["page"]}
+      ) AS d (dimension, value)
+      WHERE {EVENTS_OF_DAY}
+      GROUP BY 1, 2, 3, 4, 5, 6) per_visit
+GROUP BY segment, segment_value, dimension, value
+"""
+
+# After MARK_ROLLED: the segments the day has, and those for which a visitor id has
+# two values among the day's visits, or among the visits of the day's counted events.
+_SEGMENT_COLUMNS: Final = ", ".join(f"{VISIT_COLUMNS[s]} AS {s}" for s in SEGMENTS)
+MARK_SEGMENTS: Final = f"""
+WITH visits_of_day AS (
+    SELECT s.visitor_id, {_SEGMENT_COLUMNS}
+    FROM sessions s
+    WHERE {VISITS_OF_DAY}
+    UNION ALL
+    SELECT s.visitor_id, {_SEGMENT_COLUMNS}
+    FROM sessions s
+    WHERE s.site_id = %(site_id)s AND s.pageviews > 0 AND s.session_id IN (
+        SELECT e.session_id FROM events e WHERE {EVENTS_OF_DAY} AND {COUNTED})
+), per_visitor AS (
+    SELECT {", ".join(f"count(DISTINCT {s}) > 1 AS {s}" for s in SEGMENTS)}
+    FROM visits_of_day
+    GROUP BY visitor_id
+), split AS (
+    SELECT {", ".join(f"coalesce(bool_or({s}), false) AS {s}" for s in SEGMENTS)}
+    FROM per_visitor
+)
+UPDATE rollup_days
+SET segments = {_SEGMENTS_ARRAY},
+    split_segments = array_remove(
+        ARRAY[{", ".join(f"CASE WHEN split.{s} THEN '{s}' END" for s in SEGMENTS)}]::text[],
+        NULL)
+FROM split
+WHERE site_id = %(site_id)s AND day = %(day)s
+"""
