@@ -16,10 +16,13 @@ Metric = Literal[
     "bounce_rate",
     "visit_duration",
     "events",
+    "bounces",
 ]
 METRICS: Final[tuple[Metric, ...]] = get_args(Metric)
 # Metrics of the visit grain only: no meaning for a breakdown by an event dimension.
-VISIT_ONLY_METRICS: Final = frozenset({"views_per_visit", "bounce_rate", "visit_duration"})
+VISIT_ONLY_METRICS: Final = frozenset(
+    {"views_per_visit", "bounce_rate", "visit_duration", "bounces"}
+)
 
 VisitDimension = Literal[
     "entry_page",

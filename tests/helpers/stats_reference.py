@@ -75,7 +75,7 @@ RATE_DECIMALS: Final[dict[str, int]] = {
 
 # The grain each metric is counted over when there is no breakdown (docs/read-model.md).
 VISIT_GRAIN_METRICS: Final = frozenset(
-    {"visitors", "visits", "bounce_rate", "visit_duration", "views_per_visit"}
+    {"visitors", "visits", "bounces", "bounce_rate", "visit_duration", "views_per_visit"}
 )
 EVENT_GRAIN_METRICS: Final = frozenset({"pageviews", "events"})
 
@@ -354,6 +354,8 @@ def visit_metrics(
             out[metric] = daily_distinct(
                 ((v.started_at, v.site_id, v.visitor_id) for v in visits), zone, hourly
             )
+        elif metric == "bounces":
+            out[metric] = sum(v.bounce for v in visits)
         elif metric == "bounce_rate":
             out[metric] = rate(sum(v.bounce for v in visits), count, 100, metric)
         elif metric == "visit_duration":

@@ -1,10 +1,6 @@
 """The report's questions that a `Query` cannot ask (yet), answered here so that no SQL
 of statistics is assembled outside stats/:
 
-- **bounces**, the count behind `bounce_rate` (a `Query` yields the rate, rounded): the
-  sum of the same parts the engine adds up (stats/rollups.py for the days rolled in
-  the period's zone, stats/raw.py for the rest), so it is exactly the `bounces` of
-  the engine's `bounce_rate`;
 - **campaigns**, visits grouped by utm_source, utm_medium and utm_campaign at once
   (a `Query` has one breakdown, and the rollups hold one dimension at a time): from
   raw visits of the period, visitors summed over local days like every visitor count
@@ -12,14 +8,13 @@ of statistics is assembled outside stats/:
 - **bot hits** by reason, from `bot_counts`, which counts per UTC day: the hits of the
   UTC days that carry the period's local dates.
 
-All three run in one snapshot whose statements time out after `timeout_s`, as the
+Both run in one snapshot whose statements time out after `timeout_s`, as the
 engine's queries do (stats/engine.py, snapshot).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Any, Final
 
 from psycopg import AsyncConnection, errors
@@ -29,10 +24,6 @@ from picolytics.errors import QueryError, QueryTimeoutError
 from picolytics.stats.engine import snapshot
 from picolytics.stats.periods import local_days
 from picolytics.stats.query import Period, Query
-from picolytics.stats.raw import raw_parts
-from picolytics.stats.rollups import rollup_parts, split_period
-from picolytics.stats.shape import shape_of
-from picolytics.stats.sql import Params, Range
 from picolytics.stats.validate import validate
 
 Connection = AsyncConnection[Any]
@@ -78,7 +69,6 @@ class Campaign:
 
 @dataclass(frozen=True, slots=True)
 class Extras:
-    bounces: int
     campaigns: tuple[Campaign, ...]  # most visits first, at most `limit`
     bot_hits: tuple[tuple[str, int], ...]  # (reason, hits), most first
 
@@ -90,9 +80,8 @@ async def extras(
     *,
     limit: int | None = None,
     timeout_s: float = 10.0,
-    use_rollups: bool = True,
 ) -> Extras:
-    """Bounces, campaigns (`limit` rows, None: all) and bot hits of the sites over the
+    """Campaigns (`limit` rows, None: all) and bot hits of the sites over the
     period, in a snapshot of their own or in the caller's open transaction."""
     # The period, the sites and the zone are checked as for any query.
     query = Query(site_ids=site_ids, period=period, metrics=("visits", "bounce_rate"))
@@ -103,7 +92,6 @@ async def extras(
     try:
         async with snapshot(connection, timeout_s):
             cursor = connection.cursor(row_factory=tuple_row)
-            bounces = await _bounces(connection, query, use_rollups)
             sites = sorted(set(site_ids))
             await cursor.execute(
                 CAMPAIGNS,
@@ -122,30 +110,4 @@ async def extras(
         raise QueryTimeoutError(
             f"the query ran past its timeout of {timeout_s:g} s and was cancelled"
         ) from error
-    return Extras(bounces, campaigns, bots)
-
-
-async def _bounces(connection: Connection, query: Query, use_rollups: bool) -> int:
-    """The bounces of the query's visits: its parts, summed (stats/engine.py)."""
-    shape = shape_of(query)
-    params = Params()
-    rolled: tuple[tuple[int, date], ...] = ()
-    whole = Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end)
-    ranges: tuple[Range, ...] = (whole,)
-    if use_rollups and shape.rollups:
-        split = await split_period(connection, query, shape)
-        rolled, ranges = split.rolled, split.raw
-    parts = []
-    if rolled:
-        parts += rollup_parts(query, shape, rolled, params)
-    if ranges:
-        parts += raw_parts(query, shape, ranges, params)
-    if not parts:  # an empty period
-        return 0
-    union = "\nUNION ALL\n".join(f"({p})" for p in parts)
-    cursor = connection.cursor(row_factory=tuple_row)
-    await cursor.execute(
-        f"SELECT coalesce(sum(bounces), 0)::bigint FROM ({union}) AS parts", params.values
-    )
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
+    return Extras(campaigns, bots)

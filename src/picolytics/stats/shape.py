@@ -27,7 +27,7 @@ from picolytics.stats.query import Condition, Filter, Not, Query
 
 # Metrics of each grain when there is no breakdown.
 _VISIT_TOTALS = frozenset(
-    {"visitors", "visits", "bounce_rate", "visit_duration", "views_per_visit"}
+    {"visitors", "visits", "bounces", "bounce_rate", "visit_duration", "views_per_visit"}
 )
 _EVENT_TOTALS = frozenset({"pageviews", "events"})
 
