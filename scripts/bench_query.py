@@ -10,8 +10,10 @@ day (as the daily salt of the real hash makes them) and visits that run across
 midnight under their start day's id, about 1.3 visits per visitor and day, 1 to 19
 events per visit (40 % bounces), a few hundred pages with a long tail, ~50 referrers,
 UTM tags on 5 % of visits, 30 countries with their regions and cities, browser and OS
-families with versions, three devices, and custom events with properties on 4 % of
-visits. Indexes are dropped during the load and rebuilt after it, then ANALYZE.
+families with versions, three devices (place, browser, OS and device are the person's,
+as the visitor hash of address and browser makes them), and custom events with
+properties on 4 % of visits. Indexes are dropped during the load and rebuilt after
+it, then ANALYZE.
 
 Then it rolls up every closed day (storage/roller.catch_up, timed) and prints p50/p95
 of 20 runs after one warm-up (fewer when a query is slow: --budget) of each query
@@ -136,12 +138,10 @@ INSERT INTO sessions (site_id, session_id, visitor_id, started_at, last_seen_at,
     events, engaged, entry_path, exit_path, referrer_host, utm_source, utm_medium,
     utm_campaign, utm_content, utm_term, country, region, city, browser, browser_version,
     os, os_version, device_type, screen_width, screen_height, timezone)
-SELECT (%(site_ids)s::integer[])[1 + a.slot], g,
-       -- The visitor id of the UTC day the visit started: a person of the site's pool
-       -- (2 x its visits a day: ~1.3 visits per visitor) hashed with the day.
+SELECT (%(site_ids)s::integer[])[1 + z.slot], g,
+       -- The visitor id of the UTC day the visit started: the person hashed with the day.
        hashint8extended(floor(extract(epoch FROM b.started) / 86400)::bigint * 4000000000
-                        + a.slot * 1000000000
-                        + floor((%(pools)s::bigint[])[1 + a.slot] * pg_temp.u(g, 18))::bigint, 42),
+                        + z.person, 42),
        b.started, b.started + make_interval(secs => (b.events - 1) * a.gap),
        1 + pg_temp.views_after_load(a.n - 1), b.events, a.n > 2 OR a.custom,
        pg_temp.path(g, 0), pg_temp.path(g, a.n - 1),
@@ -164,20 +164,21 @@ SELECT (%(site_ids)s::integer[])[1 + a.slot], g,
                         'plausible alternative', 'postgres analytics'])
                  [1 + floor(6 * pg_temp.u(g, 21) ^ 1.5)::int] ELSE '' END,
        a.country,
-       CASE WHEN a.country = '' OR pg_temp.u(g, 10) < 0.05 THEN ''
-            ELSE a.country || ' region ' || (1 + floor(8 * pg_temp.u(g, 11) ^ 2)) END,
-       CASE WHEN a.country = '' OR pg_temp.u(g, 10) < 0.07 THEN ''
-            ELSE a.country || ' city ' || (1 + floor(20 * pg_temp.u(g, 12) ^ 2)) END,
+       CASE WHEN a.country = '' OR pg_temp.u(z.person, 10) < 0.05 THEN ''
+            ELSE a.country || ' region ' || (1 + floor(8 * pg_temp.u(z.person, 11) ^ 2)) END,
+       CASE WHEN a.country = '' OR pg_temp.u(z.person, 10) < 0.07 THEN ''
+            ELSE a.country || ' city ' || (1 + floor(20 * pg_temp.u(z.person, 12) ^ 2)) END,
        c.browser,
        (CASE c.browser WHEN 'Chrome' THEN 131 WHEN 'Chrome Mobile' THEN 131
              WHEN 'Chrome Mobile iOS' THEN 131 WHEN 'Edge' THEN 131 WHEN 'Firefox' THEN 133
              WHEN 'Firefox Mobile' THEN 133 WHEN 'Opera' THEN 114 WHEN 'Samsung Internet' THEN 27
-             ELSE 18 END - floor(6 * pg_temp.u(g, 8) ^ 2.5))::text,
+             ELSE 18 END - floor(6 * pg_temp.u(z.person, 8) ^ 2.5))::text,
        a.os,
-       CASE a.os WHEN 'Windows' THEN (CASE WHEN pg_temp.u(g, 22) < 0.6 THEN '10' ELSE '11' END)
+       CASE a.os WHEN 'Windows'
+                 THEN (CASE WHEN pg_temp.u(z.person, 22) < 0.6 THEN '10' ELSE '11' END)
                  WHEN 'Mac OS X' THEN '10'
-                 WHEN 'iOS' THEN (18 - floor(3 * pg_temp.u(g, 22) ^ 2))::text
-                 WHEN 'Android' THEN (14 - floor(5 * pg_temp.u(g, 22) ^ 2))::text
+                 WHEN 'iOS' THEN (18 - floor(3 * pg_temp.u(z.person, 22) ^ 2))::text
+                 WHEN 'Android' THEN (14 - floor(5 * pg_temp.u(z.person, 22) ^ 2))::text
                  ELSE '' END,
        c.device,
        CASE c.device WHEN 'desktop' THEN 1920 WHEN 'tablet' THEN 820 ELSE 390 END,
@@ -186,7 +187,17 @@ SELECT (%(site_ids)s::integer[])[1 + a.slot], g,
 FROM generate_series(1, %(sessions)s::bigint) g
 CROSS JOIN LATERAL (
     SELECT CASE WHEN pg_temp.u(g, 1) < %(share_a)s THEN 0
-                WHEN pg_temp.u(g, 1) < %(share_ab)s THEN 1 ELSE 2 END AS slot,
+                WHEN pg_temp.u(g, 1) < %(share_ab)s THEN 1 ELSE 2 END AS slot
+) y
+CROSS JOIN LATERAL (
+    -- The person of the site's pool (2 x its visits a day: ~1.3 visits per visitor and
+    -- day): what comes from the address and the browser (place, browser, OS, device)
+    -- is the person's, as a visitor id (a hash of both) makes it in real traffic.
+    SELECT y.slot, y.slot * 1000000000
+                   + floor((%(pools)s::bigint[])[1 + y.slot] * pg_temp.u(g, 18))::bigint AS person
+) z
+CROSS JOIN LATERAL (
+    SELECT
            -- 1 to 19 events, 5 on average; 8 in 20 visits are a single load.
            (ARRAY[1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 19])
                [1 + floor(20 * pg_temp.u(g, 2))::int] AS n,
@@ -197,12 +208,12 @@ CROSS JOIN LATERAL (
            (ARRAY['newsletter', 'google', 'twitter', 'facebook', 'linkedin', 'reddit',
                   'partner', 'podcast', 'bing'])[1 + floor(9 * pg_temp.u(g, 16) ^ 1.5)::int]
                AS utm_source,
-           CASE WHEN pg_temp.u(g, 10) < 0.02 THEN ''
-                ELSE (%(countries)s::text[])[1 + floor(30 * pg_temp.u(g, 9) ^ 2.2)::int]
+           CASE WHEN pg_temp.u(z.person, 10) < 0.02 THEN ''
+                ELSE (%(countries)s::text[])[1 + floor(30 * pg_temp.u(z.person, 9) ^ 2.2)::int]
                 END AS country,
            (ARRAY['Windows', 'Android', 'iOS', 'Mac OS X', 'Linux', 'Chrome OS'])
-               [1 + floor(6 * pg_temp.u(g, 6) ^ 2)::int] AS os,
-           pg_temp.u(g, 7) AS pick
+               [1 + floor(6 * pg_temp.u(z.person, 6) ^ 2)::int] AS os,
+           pg_temp.u(z.person, 7) AS pick
 ) a
 CROSS JOIN LATERAL (
     SELECT CASE a.os
@@ -216,7 +227,7 @@ CROSS JOIN LATERAL (
                    WHEN a.pick < 0.95 THEN 'Samsung Internet' ELSE 'Firefox Mobile' END)
                ELSE (CASE WHEN a.pick < 0.75 THEN 'Chrome' ELSE 'Firefox' END) END AS browser,
            CASE WHEN a.os NOT IN ('Android', 'iOS') THEN 'desktop'
-                WHEN pg_temp.u(g, 23) < 0.15 THEN 'tablet' ELSE 'mobile' END AS device
+                WHEN pg_temp.u(z.person, 23) < 0.15 THEN 'tablet' ELSE 'mobile' END AS device
 ) c
 CROSS JOIN LATERAL (
     -- Uniform over the span; a visit that would end in the future ends now instead.
