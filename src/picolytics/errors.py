@@ -100,3 +100,47 @@ class RollupOptionError(PicolyticsError):
     --to); names the flag."""
 
     exit_code = 2
+
+
+class ApiKeyError(PicolyticsError):
+    """`picolytics api-key` could not read or change the keys (database refused, schema
+    too old)."""
+
+
+class ApiKeyOptionError(PicolyticsError):
+    """A `picolytics api-key` argument is invalid (bad or taken name, unknown key, bad
+    site); names it."""
+
+    exit_code = 2
+
+
+class ApiAuthError(PicolyticsError):
+    """A Stats API request is refused before it is answered: no key or an invalid one
+    (status 401), or its key is over its rate limit (429, `retry_after` seconds)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class GoalError(PicolyticsError):
+    """`picolytics goal` could not read or change the goals (database refused, schema
+    too old)."""
+
+
+class GoalOptionError(PicolyticsError):
+    """A `picolytics goal` argument is invalid (unknown site or goal, a goal that exists
+    already, an empty or malformed event name or page path); names it."""
+
+    exit_code = 2
+
+
+class ApiRequestError(PicolyticsError):
+    """A Stats API query is invalid (HTTP 400). `field` is a JSON pointer to the part
+    that is wrong (`#/filters/0/1`), and the message starts with it, as Plausible's do."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

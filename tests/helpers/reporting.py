@@ -63,7 +63,8 @@ READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
 # query layer reads both.
 READABLE_TABLES += ["rollup_days", "rollup_stale", "rollup_visits", "rollup_events"]
 READABLE_TABLES += ["rollup_hours", "rollup_segment_visits", "rollup_segment_events"]
-PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations"]
+READABLE_TABLES += ["goals"]  # sql/0010_goals.sql: the query layer reads the goals
+PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations", "api_keys"]
 
 
 # -- the dataset's events -----------------------------------------------------------------

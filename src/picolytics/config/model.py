@@ -56,6 +56,7 @@ class Config:
     prune_rollup_days: int = 0
     rollup_interval_sec: int = 60
     query_timeout_sec: float = 10.0
+    api_rate_limit: int = 600
     session_timeout_min: int = 30
     admin_listen: str = ""
     disable_host_metrics: bool = True

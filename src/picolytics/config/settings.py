@@ -309,6 +309,15 @@ SETTINGS: tuple[Setting, ...] = (
         3600,
     ),
     Setting(
+        "api_rate_limit",
+        "API_RATE_LIMIT",
+        "apiRateLimit",
+        "int",
+        "Stats API requests per minute per API key and process (0 = no limit)",
+        0,
+        1_000_000,
+    ),
+    Setting(
         "session_timeout_min",
         "SESSION_TIMEOUT_MIN",
         "sessionTimeoutMin",
