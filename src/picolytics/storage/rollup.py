@@ -14,8 +14,7 @@ from picolytics.storage.rollup_segments_sql import (
     DELETE_SEGMENT_EVENTS,
     DELETE_SEGMENT_VISITS,
     MARK_SEGMENTS,
-    ROLL_SEGMENT_EVENTS,
-    ROLL_SEGMENT_VISITS,
+    ROLL_SEGMENTS,
 )
 from picolytics.storage.rollup_sql import ROLL_DAY
 
@@ -24,12 +23,15 @@ STATEMENTS = (
     *ROLL_DAY,
     DELETE_SEGMENT_VISITS,
     DELETE_SEGMENT_EVENTS,
-    ROLL_SEGMENT_VISITS,
-    ROLL_SEGMENT_EVENTS,
+    *ROLL_SEGMENTS,
     MARK_SEGMENTS,
 )
-# The segment rollups unpivot each row some hundred times; hashing that beats sorting.
-ROLL_WORK_MEM = "SET LOCAL work_mem = '256MB'"
+# The unpivots sort a few hundred MB at most, in memory; a memoized LATERAL over each
+# event's name, path and props (all distinct) costs far more than it saves.
+ROLL_SETTINGS = (
+    "SET LOCAL work_mem = '256MB'",
+    "SET LOCAL enable_memoize = off",
+)
 
 
 async def roll_day(
@@ -47,6 +49,7 @@ async def roll_day(
     """
     params = {"site_id": site_id, "day": day, "timezone": timezone}
     async with connection.transaction():
-        await connection.execute(ROLL_WORK_MEM)
+        for setting in ROLL_SETTINGS:
+            await connection.execute(setting)
         for statement in STATEMENTS:
             await connection.execute(statement, params)
