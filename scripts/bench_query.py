@@ -54,7 +54,7 @@ import psycopg
 from bench_db import database, drop_indexes, estimated_events, run_steps, table_sizes
 from psycopg import AsyncConnection
 
-from picolytics.dimensions import DIMENSIONS, Dimension, Metric
+from picolytics.dimensions import ROW_DIMENSIONS, Dimension, Metric
 from picolytics.report import query as report
 from picolytics.stats import engine, periods
 from picolytics.stats.query import Breakdown, Condition, Filter, Interval, Period, Query, Result
@@ -411,7 +411,7 @@ def query_classes(period: str) -> list[tuple[str, Query]]:
         ["hour", "day", "week", "month"] if period == "7d" else ["day", "week", "month"]
     )
     classes += [(f"series {i}", replace(base, metrics=series, interval=i)) for i in intervals]
-    for dimension in DIMENSIONS:
+    for dimension in ROW_DIMENSIONS:
         classes.append((f"by {dimension}", breakdown_query(base, dimension)))
     return classes
 
@@ -639,7 +639,7 @@ def print_size(results: SizeResults, variants: Sequence[Variant], filters: Seque
 
 def class_order(name: str) -> int:
     order = ["aggregate", "series hour", "series day", "series week", "series month"]
-    order += [f"by {d}" for d in DIMENSIONS]
+    order += [f"by {d}" for d in ROW_DIMENSIONS]
     return order.index(name) if name in order else len(order)
 
 

@@ -42,9 +42,9 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 
 from picolytics.dimensions import (
-    DIMENSIONS,
     EVENT_DIMENSIONS,
     METRICS,
+    ROW_DIMENSIONS,
     SEGMENTS,
     VISIT_DIMENSIONS,
     Metric,
@@ -584,7 +584,7 @@ class Values:
 
 
 def observed_values(raw: Raw) -> Values:
-    of: dict[str, set[str]] = {dimension: set() for dimension in DIMENSIONS}
+    of: dict[str, set[str]] = {dimension: set() for dimension in ROW_DIMENSIONS}
     props: dict[str, set[str]] = {}
     for session in raw.sessions.values():
         for dimension in VISIT_DIMENSIONS:
@@ -650,7 +650,7 @@ def swap_ascii_case(text: str, mask: int) -> str:
 def conditions(draw: st.DrawFn, values: Values, on: Breakdown | None = None) -> Condition:
     """A condition on any dimension, or on the breakdown's `on` (with its key)."""
     # Event dimensions (3 of 20) more often: their rules are the subtle ones.
-    dimension = on.dimension if on else draw(st.sampled_from(DIMENSIONS + EVENT_DIMENSIONS * 3))
+    dimension = on.dimension if on else draw(st.sampled_from(ROW_DIMENSIONS + EVENT_DIMENSIONS * 3))
     prop_key = None
     if dimension == "prop":
         prop_key = (
@@ -748,7 +748,7 @@ def queries(
     zone = draw(st.sampled_from((first_zone, was, *ZONES)))
     breakdown: Breakdown | None = None
     if draw(st.booleans()):
-        dimension = draw(st.sampled_from(DIMENSIONS))
+        dimension = draw(st.sampled_from(ROW_DIMENSIONS))
         key = (
             draw(st.sampled_from((*values.prop_keys, *values.prop_keys, "nokey")))
             if dimension == "prop"
@@ -1387,7 +1387,7 @@ def test_invalid_queries_name_their_field(stats_database: str, data: st.DataObje
     QueryError naming that field, and leaves the connection ready for the next query."""
     now = datetime.now(UTC)
     base = datetime(2026, 6, 29, tzinfo=UTC)
-    values = Values({d: ("/", "x") for d in DIMENSIONS}, ("plan",), {"plan": ("pro",)})
+    values = Values({d: ("/", "x") for d in ROW_DIMENSIONS}, ("plan",), {"plan": ("pro",)})
     ids = {0: 1, 1: 2}
     query = data.draw(queries(ids, ("UTC", "Europe/Berlin"), values, base, now))
     cases = corruptions(query)

@@ -44,10 +44,18 @@ VisitDimension = Literal[
     "device",
 ]
 EventDimension = Literal["page", "event", "prop"]
-Dimension = Literal[VisitDimension, EventDimension]
+# The goals (docs/goals.md) a site's events complete: defined per site in the goals
+# table, so the query layer resolves them per query (stats/goal_parts.py).
+GoalDimension = Literal["goal"]
+Dimension = Literal[VisitDimension, EventDimension, GoalDimension]
 VISIT_DIMENSIONS: Final[tuple[VisitDimension, ...]] = get_args(VisitDimension)
 EVENT_DIMENSIONS: Final[tuple[EventDimension, ...]] = get_args(EventDimension)
 DIMENSIONS: Final[tuple[Dimension, ...]] = get_args(Dimension)
+# The dimensions whose value a raw row holds (all but goals).
+ROW_DIMENSIONS: Final[tuple[VisitDimension | EventDimension, ...]] = (
+    *VISIT_DIMENSIONS,
+    *EVENT_DIMENSIONS,
+)
 # A value of these is shown with the value it belongs to (Row.parent).
 PARENT_OF: Final[dict[Dimension, VisitDimension]] = {
     "browser_version": "browser",

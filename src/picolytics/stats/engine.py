@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
@@ -24,6 +25,8 @@ from psycopg.rows import tuple_row
 from picolytics.errors import QueryError, QueryTimeoutError, first_line
 from picolytics.stats.assemble import decode, statement
 from picolytics.stats.filters import patterns
+from picolytics.stats.goal_parts import goal_part, resolve, uses_goals
+from picolytics.stats.goals import load_goals
 from picolytics.stats.periods import day_start, zone
 from picolytics.stats.query import Path, Period, Query, Result
 from picolytics.stats.raw import raw_parts
@@ -31,6 +34,7 @@ from picolytics.stats.rollups import rollup_parts, split_period
 from picolytics.stats.shape import shape_of
 from picolytics.stats.sql import Params, Range
 from picolytics.stats.validate import validate
+from picolytics.storage.goals import Goal
 
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 SET_TIMEOUT = "SELECT set_config('statement_timeout', %s, true)"
@@ -88,6 +92,10 @@ async def snapshot(connection: Connection, timeout_s: float) -> AsyncIterator[No
 
 
 async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Result:
+    goals: list[Goal] = []
+    if uses_goals(query):  # the site's goals, from the query's snapshot
+        goals = await load_goals(connection, query.site_ids)
+        query = replace(query, filters=resolve(query.filters, goals))
     shape = shape_of(query)
     cursor = connection.cursor(row_factory=tuple_row)
     found = patterns(query.filters)
@@ -101,10 +109,13 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
         split = await split_period(connection, query, shape)
         rolled, ranges = split.rolled, split.raw
     parts = []
-    if rolled:
-        parts += rollup_parts(query, shape, rolled, params)
-    if ranges:
-        parts += raw_parts(query, shape, ranges, params)
+    if shape.dimension == "goal":
+        parts.append(goal_part(query, shape, whole, params, goals))
+    else:
+        if rolled:
+            parts += rollup_parts(query, shape, rolled, params)
+        if ranges:
+            parts += raw_parts(query, shape, ranges, params)
     await cursor.execute(statement(query, parts, params), params.values)
     rows, total = decode(query, await cursor.fetchall())
     path: Path = "mixed" if rolled and ranges else "rollup" if rolled else "raw"

@@ -78,6 +78,8 @@ def _combine(filter_: Filter, leaf: Callable[[Condition], str]) -> str:
     if isinstance(filter_, Not):
         return f"(NOT {_combine(filter_.filter, leaf)})"
     assert isinstance(filter_, And | Or)
+    if not filter_.filters:  # only from resolving goals (stats/goal_parts.py): no goal
+        return "true" if isinstance(filter_, And) else "false"
     joiner = " AND " if isinstance(filter_, And) else " OR "
     return "(" + joiner.join(_combine(inner, leaf) for inner in filter_.filters) + ")"
 

@@ -44,7 +44,7 @@ LEFT JOIN LATERAL (
 ) AS ev ON true"""
 # An event's visit, for a filter on a visit dimension: none when the session has no
 # pageview (then it is not a visit).
-_VISIT_OF_EVENT = """
+VISIT_OF_EVENT = """
 LEFT JOIN sessions s
        ON s.site_id = e.site_id AND s.session_id = e.session_id AND s.pageviews > 0"""
 
@@ -114,7 +114,7 @@ def _event_part(
         columns["value"] = value
         columns["visitors"] = "count(DISTINCT e.visitor_id)"
         columns["visits"] = "count(DISTINCT e.session_id)"
-    joins = _VISIT_OF_EVENT if needs_visit(query.filters) else ""
+    joins = VISIT_OF_EVENT if needs_visit(query.filters) else ""
     where = [in_ranges("e.site_id", "e.received_at", ranges, params), rows]
     if query.filters is not None:
         where.append(event_condition(query.filters, params))

@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from picolytics.dimensions import EVENT_DIMENSIONS, SEGMENTS, Dimension, VisitDimension
+from picolytics.dimensions import (
+    EVENT_DIMENSIONS,
+    SEGMENTS,
+    VISIT_DIMENSIONS,
+    Dimension,
+    VisitDimension,
+)
 from picolytics.stats.filters import conditions
 from picolytics.stats.query import Condition, Filter, Not, Query
 
@@ -49,7 +55,7 @@ class Shape:
 
     @property
     def by_visit_dimension(self) -> bool:
-        return self.dimension is not None and self.dimension not in EVENT_DIMENSIONS
+        return self.dimension in VISIT_DIMENSIONS
 
     @property
     def by_event_dimension(self) -> bool:
@@ -65,11 +71,13 @@ def shape_of(query: Query) -> Shape:
     if dimension is None:
         visit_grain = bool(metrics & _VISIT_TOTALS)
         event_grain = bool(metrics & _EVENT_TOTALS)
-    else:
-        visit_grain = dimension not in EVENT_DIMENSIONS
+    else:  # a goal is completed by events
+        visit_grain = dimension in VISIT_DIMENSIONS
         event_grain = not visit_grain
     visit_events = dimension is not None and visit_grain and "events" in metrics
     hourly = query.interval == "hour"
+    if dimension == "goal":  # from raw rows: stats/goal_parts.py
+        return Shape(dimension, prop_key, hourly, False, True, False, False)
     if query.filters is None:
         rollups = not visit_events and not (hourly and dimension is not None)
         return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups)

@@ -23,6 +23,8 @@ from picolytics.dimensions import (
     Metric,
 )
 from picolytics.errors import QueryError
+from picolytics.stats.filters import conditions
+from picolytics.stats.goal_parts import GOAL_OPERATORS
 from picolytics.stats.patterns import check_pattern
 from picolytics.stats.periods import zone
 from picolytics.stats.query import (
@@ -87,7 +89,7 @@ def validate(query: Query) -> None:
     breakdown = query.breakdown
     if breakdown is not None:
         _check_dimension(breakdown.dimension, breakdown.prop_key, "breakdown")
-        if breakdown.dimension in EVENT_DIMENSIONS:
+        if breakdown.dimension in EVENT_DIMENSIONS or breakdown.dimension == "goal":
             for metric in query.metrics:
                 if metric in VISIT_ONLY_METRICS:
                     raise QueryError(
@@ -99,6 +101,7 @@ def validate(query: Query) -> None:
         count = _check_filter(query.filters, 1)
         if count > MAX_CONDITIONS:
             raise QueryError("filters", f"at most {MAX_CONDITIONS} conditions, not {count}")
+    _check_goals(query)
     _check_order(query)
     if query.limit is not None and not 0 <= query.limit <= MAX_LIMIT:
         raise QueryError("limit", f"must be between 0 and {MAX_LIMIT}")
@@ -171,6 +174,20 @@ def _check_filter(filter_: Filter, depth: int) -> int:
         if filter_.operator in ("matches", "matches_not"):
             check_pattern(value, "filters")
     return 1
+
+
+def _check_goals(query: Query) -> None:
+    """Goals are a site's own (stats/goal_parts.py); their names are matched as text."""
+    found = list(conditions(query.filters)) if query.filters is not None else []
+    goal_conditions = [c for c in found if c.dimension == "goal"]
+    by_goal = query.breakdown is not None and query.breakdown.dimension == "goal"
+    if (goal_conditions or by_goal) and len(set(query.site_ids)) != 1:
+        raise QueryError("site_ids", "goals are a site's own: ask one site for them")
+    for condition in goal_conditions:
+        if condition.operator not in GOAL_OPERATORS:
+            raise QueryError(
+                "filters", f"a goal takes {', '.join(GOAL_OPERATORS)}, not {condition.operator}"
+            )
 
 
 def _check_order(query: Query) -> None:
