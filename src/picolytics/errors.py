@@ -144,3 +144,9 @@ class ApiRequestError(PicolyticsError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class ApiParamError(PicolyticsError):
+    """A Stats API v1 request is invalid (HTTP 400): a query-string parameter is missing,
+    malformed, or does not go with the others. The message is Plausible's own wording
+    where Plausible has one, and never echoes more than a short piece of the input."""

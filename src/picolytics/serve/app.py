@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from picolytics.api.v2_endpoint import QueryApi
 from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
@@ -230,6 +231,10 @@ def create_app(
             agents=AgentParser(),
             client_ip=ClientIp(config.ip_extractor, config.trusted_networks()),
         )
+        api = QueryApi(
+            services.conninfo, timeout_s=config.query_timeout_sec, rate_limit=config.api_rate_limit
+        )
+        routes.append(Route("/api/v2/query", api.handle, methods=["POST"]))
     routes.append(Route("/{path:path}", static.serve, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager

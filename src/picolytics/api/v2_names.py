@@ -1,0 +1,170 @@
+"""Plausible's Stats API v2 names of dimensions, and how their values read in picolytics.
+
+`PLAUSIBLE_DIMENSIONS` maps each name Plausible accepts (`visit:country`, `event:page`;
+`event:props:KEY` and the `time` dimensions are handled apart) onto the query layer's
+dimension (dimensions.py), or onto None where picolytics has none yet (`event:goal`,
+`visit:channel`, `event:hostname`...): those names are accepted and kept, so a caller
+can tell "not supported yet" from "invalid". `dimension` reads one name.
+
+Values differ in spelling only where Plausible shows an empty value by a name of its
+own (`(not set)`, and `Direct / None` for sources and referrers) and where it
+capitalises devices (`Desktop`); `shown` spells a stored value as Plausible does, and
+`stored` spells an `is`/`is_not` clause as picolytics stores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from picolytics.dimensions import Dimension
+from picolytics.stats.query import Interval
+from picolytics.stats.validate import MAX_VALUE_LENGTH
+
+Grain = Literal["visit", "event", "time"]
+# How Plausible's values relate to ours: the same ("value"), the display name of our
+# code ("name": visit:country_name), or a code of what we store as a name ("code":
+# visit:region is ISO 3166-2, visit:city a GeoNames id; we keep English names).
+Form = Literal["value", "name", "code"]
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionInfo:
+    ours: Dimension | None  # None: the query layer has no such dimension yet
+    grain: Grain
+    session_only: bool = False  # Plausible's visit dimensions of the sessions table only
+    form: Form = "value"
+
+
+def _visit(ours: Dimension | None, form: Form = "value", session: bool = False) -> DimensionInfo:
+    return DimensionInfo(ours, "visit", session, form)
+
+
+PLAUSIBLE_DIMENSIONS: Final[dict[str, DimensionInfo]] = {
+    "event:name": DimensionInfo("event", "event"),  # ours: custom events only, no "pageview"
+    "event:page": DimensionInfo("page", "event"),
+    "event:goal": DimensionInfo(None, "event"),
+    "event:hostname": DimensionInfo(None, "event"),
+    "visit:entry_page": _visit("entry_page", session=True),
+    "visit:exit_page": _visit("exit_page", session=True),
+    "visit:entry_page_hostname": _visit(None, session=True),
+    "visit:exit_page_hostname": _visit(None, session=True),
+    "visit:source": _visit("source"),
+    "visit:channel": _visit(None),
+    "visit:referrer": _visit("referrer"),
+    "visit:utm_medium": _visit("utm_medium"),
+    "visit:utm_source": _visit("utm_source"),
+    "visit:utm_campaign": _visit("utm_campaign"),
+    "visit:utm_content": _visit("utm_content"),
+    "visit:utm_term": _visit("utm_term"),
+    "visit:device": _visit("device"),
+    "visit:screen": _visit("device"),  # Plausible's older name of visit:device
+    "visit:browser": _visit("browser"),
+    "visit:browser_version": _visit("browser_version"),
+    "visit:os": _visit("os"),
+    "visit:os_version": _visit("os_version"),
+    "visit:country": _visit("country"),
+    "visit:country_name": _visit("country", "name"),
+    "visit:region": _visit("region", "code"),
+    "visit:region_name": _visit("region"),
+    "visit:city": _visit("city", "code"),
+    "visit:city_name": _visit("city"),
+}
+PROPS_PREFIX: Final = "event:props:"
+# Plausible's time dimensions; "time" picks its bucket from the period (v2_request).
+TIME_DIMENSIONS: Final[dict[str, Interval | None]] = {
+    "time": None,
+    "time:hour": "hour",
+    "time:day": "day",
+    "time:week": "week",
+    "time:month": "month",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDimension:
+    """A dimension as Plausible names it, with what it is in the query layer."""
+
+    name: str  # as given: "visit:country_name", "event:props:plan", "time:day"
+    ours: Dimension | None  # None for time dimensions and names picolytics lacks
+    grain: Grain
+    prop_key: str | None = None
+    interval: Interval | None = None  # of a time dimension; "time" once resolved
+    session_only: bool = False
+    form: Form = "value"
+
+    @property
+    def planned(self) -> bool:
+        """A name Plausible accepts that has no dimension in the query layer yet."""
+        return self.ours is None and self.grain != "time"
+
+    @property
+    def resolved_name(self) -> str:
+        """The name as Plausible echoes it: the plain `time` as its bucket (`time:day`)."""
+        if self.name == "time" and self.interval is not None:
+            return f"time:{self.interval}"
+        return self.name
+
+
+def dimension(name: str) -> ApiDimension | None:
+    """The dimension Plausible calls `name`, or None when there is none."""
+    if name in TIME_DIMENSIONS:
+        return ApiDimension(name, None, "time", interval=TIME_DIMENSIONS[name])
+    if name.startswith(PROPS_PREFIX):
+        key = name[len(PROPS_PREFIX) :]
+        if not key or len(key) > MAX_VALUE_LENGTH or "\x00" in key:
+            return None
+        return ApiDimension(name, "prop", "event", prop_key=key)
+    info = PLAUSIBLE_DIMENSIONS.get(name)
+    if info is None:
+        return None
+    return ApiDimension(name, info.ours, info.grain, None, None, info.session_only, info.form)
+
+
+NOT_SET: Final = "(not set)"
+NO_REFERRER: Final = "Direct / None"
+DIRECT: Final = "(direct)"  # the source of a visit without campaign or referrer (dimensions.py)
+# Plausible's name for an empty value, where it has one (its SQL.Expression module).
+_EMPTY: Final[dict[Dimension, str]] = {
+    "source": NO_REFERRER,
+    "referrer": NO_REFERRER,
+    "utm_medium": NOT_SET,
+    "utm_source": NOT_SET,
+    "utm_campaign": NOT_SET,
+    "utm_content": NOT_SET,
+    "utm_term": NOT_SET,
+    "device": NOT_SET,
+    "browser": NOT_SET,
+    "browser_version": NOT_SET,
+    "os": NOT_SET,
+    "os_version": NOT_SET,
+}
+DEVICES: Final = ("desktop", "mobile", "tablet", "other")  # as enrich/agents.py stores them
+_SHOWN_DEVICES: Final = frozenset(device.capitalize() for device in DEVICES)
+
+
+def shown(ours: Dimension | None, value: str | None) -> str | None:
+    """A stored value of our dimension as Plausible shows it."""
+    if value is None or ours is None:
+        return value
+    if ours == "source" and value == DIRECT:
+        return NO_REFERRER
+    if value == "":
+        return _EMPTY.get(ours, value)
+    if ours == "device" and value in DEVICES:
+        return value.capitalize()
+    return value
+
+
+def stored(ours: Dimension | None, clause: str) -> str:
+    """An `is`/`is_not` clause as the value picolytics stores for it: Plausible's names
+    of empty values and of devices back to ours; any other clause as it is."""
+    if ours is None:
+        return clause
+    if ours == "source" and clause == NO_REFERRER:
+        return DIRECT
+    if clause == _EMPTY.get(ours):
+        return ""
+    if ours == "device" and clause in _SHOWN_DEVICES:
+        return clause.lower()
+    return clause

@@ -1,0 +1,188 @@
+"""The answer to a v2 query, shaped as Plausible's (its QueryResult): `results`,
+`meta` and the resolved `query`.
+
+- `results`: one `{"dimensions": [...], "metrics": [...]}` per row, both in the order
+  the query named them. Time buckets as Plausible writes them: `"2024-01-01"` for a
+  day, `"2024-01-01 10:00:00"` for a local hour, a week by its Monday (or the first
+  day of the period, if the week starts before it), a month by its first day. Values
+  in Plausible's spelling (api/v2_names.py `shown`).
+- metrics as Plausible's numbers: counts as integers; `bounce_rate` (bounces / visits)
+  and `visit_duration` (seconds) rounded to integers, 0 without visits;
+  `views_per_visit` to two decimals, 0 without visits; `percentage` = 100 * the row's
+  visitors / the visitors of the same filters and period, to one decimal, null when
+  there are none. Plausible rounds its floats half to even (ClickHouse's round), and
+  so does Python's `round`.
+- `meta`, its keys sorted as Plausible sorts them: `imports_included` and
+  `imports_skip_reason` with `include.imports` (picolytics has no imported data),
+  `time_labels` with `include.time_labels` (every bucket of the period, in order),
+  `total_rows` with `include.total_rows`.
+- `query`: the query as it was answered: the site's domain, the metrics, `date_range`
+  as its first and last second in the site's zone (ISO 8601, with the offset), the
+  filters, the dimensions (the plain `time` resolved to its bucket), `order_by` (its
+  default spelt out), the `include` flags that are set, and `pagination`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiHasDone, ApiNot, ApiOr
+from picolytics.api.v2_names import ApiDimension, shown
+from picolytics.api.v2_query import ApiMetric, ApiQuery
+from picolytics.api.v2_translate import Part, Plan
+from picolytics.stats.periods import zone
+from picolytics.stats.query import Interval, Period, Result, Row
+
+JSON = dict[str, Any]
+SECOND = timedelta(seconds=1)
+
+
+def _first_and_last_day(period: Period) -> tuple[date, date]:
+    tz = zone(period.timezone)
+    last = (period.end.astimezone(UTC) - SECOND).astimezone(tz)
+    return period.start.astimezone(tz).date(), last.date()
+
+
+def bucket_label(value: date | datetime, interval: Interval, first_day: date) -> str:
+    """A time bucket as Plausible writes it; `first_day` is the period's first day."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if interval == "week":
+        value = max(value, first_day)  # Plausible's week never starts before the period
+    return value.isoformat()
+
+
+def time_labels(period: Period, interval: Interval) -> list[str]:
+    """Every bucket of the period, in order, as results label them: local wall-clock
+    hours (as Plausible counts them: 24 a day), days, weeks, months."""
+    tz = zone(period.timezone)
+    first_day, last_day = _first_and_last_day(period)
+    if interval == "hour":
+        start = period.start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+        hour = start.replace(tzinfo=None)
+        last = (period.end.astimezone(UTC) - SECOND).astimezone(tz).replace(tzinfo=None)
+        labels = []
+        while hour <= last:  # naive: each wall-clock hour once
+            labels.append(bucket_label(hour, interval, first_day))
+            hour += timedelta(hours=1)
+        return labels
+    if interval == "day":
+        count = (last_day - first_day).days + 1
+        return [(first_day + timedelta(days=n)).isoformat() for n in range(count)]
+    if interval == "week":
+        monday = first_day - timedelta(days=first_day.weekday())
+        weeks = (last_day - monday).days // 7 + 1
+        return [
+            bucket_label(monday + timedelta(weeks=n), interval, first_day) for n in range(weeks)
+        ]
+    labels = []
+    month = first_day.replace(day=1)
+    while month <= last_day:
+        labels.append(month.isoformat())
+        month = (month + timedelta(days=32)).replace(day=1)
+    return labels
+
+
+def _metric(metric: ApiMetric, row: Row, total_visitors: int | None) -> int | float | None:
+    values = row.metrics
+    if metric == "bounce_rate":
+        visits = int(values["visits"] or 0)
+        return round(int(values["bounces"] or 0) / visits * 100) if visits else 0
+    if metric == "visit_duration":
+        return round(values["visit_duration"] or 0)
+    if metric == "views_per_visit":
+        return float(values["views_per_visit"] or 0.0)
+    if metric == "percentage":
+        if not total_visitors:
+            return None
+        return round(int(values["visitors"] or 0) / total_visitors * 100, 1)
+    if metric in ("visitors", "visits", "pageviews", "events"):
+        return int(values[metric] or 0)
+    raise ValueError(f"{metric} is not answered by picolytics yet")  # refused before this
+
+
+def _dimension(dimension: ApiDimension, part: Part, row: Row, first_day: date) -> str | None:
+    if part == "time":
+        assert row.time is not None and dimension.interval is not None
+        return bucket_label(row.time, dimension.interval, first_day)
+    if part == "parent":
+        # The parent's dimension is ours too: PARENT_OF names it (api/v2_rules.py).
+        return shown(dimension.ours, row.parent)
+    return shown(dimension.ours, row.value)
+
+
+def results(plan: Plan, main: Result, totals: Result | None) -> list[JSON]:
+    """The rows of `main` (with `totals`, percentage's denominator) as Plausible's."""
+    query = plan.query
+    total_visitors = None
+    if totals is not None and totals.rows:
+        total_visitors = int(totals.rows[0].metrics.get("visitors") or 0)
+    first_day, _ = _first_and_last_day(query.period)
+    return [
+        {
+            "dimensions": [
+                _dimension(dimension, part, row, first_day)
+                for dimension, part in zip(query.dimensions, plan.columns, strict=True)
+            ],
+            "metrics": [_metric(metric, row, total_visitors) for metric in query.metrics],
+        }
+        for row in main.rows
+    ]
+
+
+def meta(query: ApiQuery, main: Result) -> JSON:
+    found: JSON = {}
+    if query.include.imports:
+        found["imports_included"] = False
+        found["imports_skip_reason"] = "no_imported_data"
+    time = query.time_dimension
+    if query.include.time_labels and time is not None and time.interval is not None:
+        found["time_labels"] = time_labels(query.period, time.interval)
+    if query.include.total_rows:
+        found["total_rows"] = main.total_rows
+    return found
+
+
+def filter_json(tree: ApiFilter) -> list[Any]:
+    """A filter as Plausible's JSON, as it was given."""
+    if isinstance(tree, ApiCondition):
+        shape: list[Any] = [tree.operator, tree.dimension.name, list(tree.clauses)]
+        return shape if tree.case_sensitive else [*shape, {"case_sensitive": False}]
+    if isinstance(tree, ApiAnd | ApiOr):
+        operator = "and" if isinstance(tree, ApiAnd) else "or"
+        return [operator, [filter_json(inner) for inner in tree.filters]]
+    if isinstance(tree, ApiHasDone):
+        return ["has_not_done" if tree.negated else "has_done", filter_json(tree.filter)]
+    assert isinstance(tree, ApiNot)
+    return ["not", filter_json(tree.filter)]
+
+
+def resolved_query(query: ApiQuery, domain: str) -> JSON:
+    tz = zone(query.period.timezone)
+    last = (query.period.end.astimezone(UTC) - SECOND).astimezone(tz)
+    flags = query.include
+    include = {"imports": flags.imports, "time_labels": flags.time_labels}
+    include["total_rows"] = flags.total_rows
+    return {
+        "site_id": domain,
+        "metrics": list(query.metrics),
+        "date_range": [
+            query.period.start.astimezone(tz).isoformat(timespec="seconds"),
+            last.isoformat(timespec="seconds"),
+        ],
+        "filters": [filter_json(tree) for tree in query.filters],
+        "dimensions": [d.resolved_name for d in query.dimensions],
+        "order_by": [[name, direction] for name, direction in query.resolved_order],
+        "include": {key: True for key, flag in include.items() if flag},
+        "pagination": {"offset": query.offset, "limit": query.limit},
+    }
+
+
+def response(plan: Plan, main: Result, totals: Result | None, domain: str) -> JSON:
+    """The whole answer, for the site whose stored domain is `domain`."""
+    return {
+        "results": results(plan, main, totals),
+        "meta": dict(sorted(meta(plan.query, main).items())),
+        "query": resolved_query(plan.query, domain),
+    }

@@ -1,0 +1,195 @@
+"""Plausible's rules for a v2 query as a whole, and what of a valid one the query layer
+cannot answer yet.
+
+`check` raises an ApiRequestError, worded as Plausible's own error where it has one,
+for a query whose parts are each valid but do not go together: an order_by entry
+that is not queried, event:goal or event:hostname filters below the top level, which
+metrics go with which dimensions and filters, time labels without a time dimension.
+`unsupported` lists, with their JSON pointers, the parts of a valid query that
+picolytics cannot answer yet (goals, a second breakdown, has_done...), for the
+endpoint to refuse with a clear message (docs/api-v2.md).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from picolytics.api.v2_dates import show
+from picolytics.api.v2_filters import Leaf, Unsupported, dimension_gap, leaves, unsupported_filters
+from picolytics.api.v2_names import ApiDimension
+from picolytics.api.v2_query import ApiMetric, ApiQuery
+from picolytics.dimensions import PARENT_OF
+from picolytics.errors import ApiRequestError
+
+REVENUE_METRICS: Final = ("total_revenue", "average_revenue")
+# Plausible's metrics of its sessions table only, and of its events table only.
+SESSION_METRICS: Final = ("bounce_rate", "visit_duration", "views_per_visit")
+EVENT_METRICS: Final = ("pageviews", "events", "scroll_depth", "time_on_page")
+METRIC_GAPS: Final[dict[str, str]] = {
+    "conversion_rate": "needs goals",
+    "group_conversion_rate": "needs goals",
+    "scroll_depth": "picolytics records no scroll depth",
+    "time_on_page": "the query layer has no time on page",
+}
+
+
+def check(query: ApiQuery) -> None:
+    """Raise ApiRequestError for the first of Plausible's rules the query breaks."""
+    _check_order(query)
+    _check_filters(query)
+    _check_metrics(query)
+    if query.include.time_labels and query.time_dimension is None:
+        raise ApiRequestError(
+            "#/include/time_labels", "Invalid include.time_labels: requires a time dimension."
+        )
+
+
+def _check_order(query: ApiQuery) -> None:
+    queried = {*query.metrics, *(d.name for d in query.dimensions)}
+    for index, (name, direction) in enumerate(query.order_by or ()):
+        if name not in queried:
+            raise ApiRequestError(
+                f"#/order_by/{index}",
+                f"Invalid order_by entry {show([name, direction])}. "
+                "Entry is not a queried metric or dimension.",
+            )
+
+
+def _on(query: ApiQuery, name: str, top_level: bool = False) -> Leaf | None:
+    """The first condition on Plausible's dimension `name` outside has_done/has_not_done
+    (and at the top level, if asked)."""
+    return next(
+        (
+            leaf
+            for leaf in leaves(query.filters)
+            if leaf.condition.dimension.name == name
+            and not leaf.behavioral
+            and (leaf.depth == 1 or not top_level)
+        ),
+        None,
+    )
+
+
+def _check_filters(query: ApiQuery) -> None:
+    special = {"conversion_rate", "group_conversion_rate"} & set(query.metrics)
+    for leaf in leaves(query.filters):
+        name = leaf.condition.dimension.name
+        if name in ("event:goal", "event:hostname") and leaf.depth > 1 and not leaf.behavioral:
+            raise ApiRequestError(
+                leaf.at,
+                f"Invalid filters. Dimension `{name}` can only be filtered at the top level.",
+            )
+        if special and leaf.depth > 1 and leaf.condition.dimension.prop_key is not None:
+            raise ApiRequestError(
+                leaf.at,
+                "Invalid filters. When `conversion_rate` or `group_conversion_rate` metrics "
+                "are used, custom property filters can only be used on top level.",
+            )
+
+
+def _metric_problem(metric: ApiMetric, query: ApiQuery, names: list[str]) -> str | None:
+    """What keeps Plausible from answering `metric` in this query, or None."""
+    if metric in ("conversion_rate", "group_conversion_rate"):
+        if "event:goal" not in names and _on(query, "event:goal") is None:
+            return "can only be queried with event:goal filters or dimensions."
+    elif metric in ("scroll_depth", "time_on_page"):
+        page_filter = _on(query, "event:page", top_level=metric == "scroll_depth")
+        if "event:page" not in names and page_filter is None:
+            return "can only be queried with event:page filters or dimensions."
+    elif metric == "views_per_visit":
+        if _on(query, "event:page") is not None:
+            return "cannot be queried with a filter on `event:page`."
+        if names:
+            return "cannot be queried with `dimensions`."
+    elif metric == "percentage" and not names:
+        return "requires non-empty `dimensions`."
+    return None
+
+
+def _check_metrics(query: ApiQuery) -> None:
+    names = [d.name for d in query.dimensions]
+    for index, metric in enumerate(query.metrics):
+        problem = _metric_problem(metric, query, names)
+        if problem is not None:
+            raise ApiRequestError(f"#/metrics/{index}", f"Metric `{metric}` {problem}")
+    # Plausible splits a query into its events and its sessions tables, whose
+    # dimensions must agree; event:page alone is its special case (by entry page).
+    events = [d.name for d in query.dimensions if d.grain == "event"]
+    if events == ["event:page"]:
+        return
+    sessions = [d.name for d in query.dimensions if d.session_only]
+    visit_only: list[str] = [m for m in query.metrics if m in SESSION_METRICS]
+    event_only: list[str] = [m for m in query.metrics if m in EVENT_METRICS]
+    for kind, metrics, other, dimensions in (
+        ("Session", visit_only, "event", events),
+        ("Event", event_only, "session", sessions),
+    ):
+        if metrics and dimensions:
+            raise ApiRequestError(
+                "#/dimensions",
+                f"{kind} metric(s) {_ticked(metrics)} cannot be queried along with "
+                f"{other} dimension(s) {_ticked(dimensions)}",
+            )
+
+
+def _ticked(names: list[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names)
+
+
+def child_and_parent(*dimensions: ApiDimension) -> tuple[ApiDimension, ApiDimension] | None:
+    """Two dimensions one breakdown answers, as (value, parent) (Row.value, Row.parent):
+    visit:city_name with visit:country, or visit:browser_version with visit:browser."""
+    if len(dimensions) != 2:
+        return None
+    first, second = dimensions
+    for child, parent in ((first, second), (second, first)):
+        if child.ours is not None and PARENT_OF.get(child.ours, None) == parent.ours:
+            return child, parent
+    return None
+
+
+def unsupported(query: ApiQuery) -> list[Unsupported]:
+    """What of a valid query the query layer cannot answer yet."""
+    found = [
+        Unsupported(f"#/metrics/{index}", f"{metric}: {METRIC_GAPS[metric]}")
+        for index, metric in enumerate(query.metrics)
+        if metric in METRIC_GAPS
+    ]
+    if any(d.name == "event:page" for d in query.dimensions):
+        found += [
+            Unsupported(
+                f"#/metrics/{index}",
+                f"{metric} by event:page: Plausible counts the visits that entered on each "
+                "page; the query layer has no visit metrics by an event dimension",
+            )
+            for index, metric in enumerate(query.metrics)
+            if metric in SESSION_METRICS
+        ]
+    for index, found_dimension in enumerate(query.dimensions):
+        gap = dimension_gap(found_dimension)
+        if found_dimension.name == "event:name":
+            gap = 'event:name: the event dimension has custom events only, no "pageview"'
+        if gap is not None:
+            found.append(Unsupported(f"#/dimensions/{index}", gap))
+    breakdowns = [(i, d) for i, d in enumerate(query.dimensions) if d.grain != "time"]
+    pair = child_and_parent(*(d for _, d in breakdowns))
+    if len(breakdowns) > 1 and pair is None:
+        found += [
+            Unsupported(
+                f"#/dimensions/{index}",
+                "one dimension too many: the query layer "
+                "has one breakdown (a value and its parent at most)",
+            )
+            for index, _ in breakdowns[1:]
+        ]
+    if pair is not None:
+        found += [
+            Unsupported(
+                f"#/order_by/{index}",
+                f"order by {name}: the query layer orders the rows of {pair[0].name} "
+                f"with its parent by the {pair[0].name} first",
+            )
+            for index, (name, _) in enumerate(query.order_by or ())
+            if name == pair[1].name
+        ]
+    return found + unsupported_filters(query.filters)

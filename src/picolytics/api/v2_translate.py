@@ -1,0 +1,164 @@
+"""A valid v2 query (ApiQuery) as the query layer's questions: `translate` makes a Plan.
+
+- metrics: each of ours by its name; `bounce_rate` also asks for `bounces` and
+  `visits`, which api/v2_response.py divides as Plausible does (to a whole percent);
+  `percentage` asks for `visitors`, and a second Query, `totals`, for the visitors of
+  the same filters and period without dimensions (Plausible's denominator);
+- the time dimension is the Query's `interval`; one other dimension its `Breakdown`
+  (`event:props:KEY` is `Breakdown("prop", KEY)`), and two that are a value and its
+  parent (`visit:country` with `visit:city_name`) one breakdown by the value, whose
+  rows carry the parent (Row.parent); `columns` says which part of a Row each
+  requested dimension reads;
+- filters: `is` with several clauses is our `is` with several values, every operator
+  and its case sensitivity as it is, and/or/not as And/Or/Not, the top level and-ed;
+  `is`/`is_not` clauses in Plausible's spelling of empty values (`(not set)`,
+  `Direct / None`) and devices are spelt as stored (api/v2_names.py);
+- order_by: metrics by name (`percentage` as `visitors`: one total divides every
+  row), the time dimension as "time", the breakdown's dimensions as "value";
+- pagination: `limit` and `offset`.
+
+A query that asks what the query layer cannot answer yet (`ApiQuery.unsupported`) is
+an ApiRequestError naming the first such part and saying it is not supported yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiNot, ApiOr
+from picolytics.api.v2_names import ApiDimension, stored
+from picolytics.api.v2_query import ApiQuery
+from picolytics.api.v2_rules import child_and_parent
+from picolytics.dimensions import Dimension, Metric
+from picolytics.errors import ApiRequestError
+from picolytics.stats.query import And, Breakdown, Condition, Direction, Filter, Not, Or, Query
+
+Part = Literal["time", "value", "parent"]
+# What each API metric needs the query layer for; percentage is divided afterwards.
+# The first is what the metric is ordered by.
+_NEEDS: Final[dict[str, tuple[Metric, ...]]] = {
+    "visitors": ("visitors",),
+    "visits": ("visits",),
+    "pageviews": ("pageviews",),
+    "events": ("events",),
+    "views_per_visit": ("views_per_visit",),
+    "visit_duration": ("visit_duration",),
+    "bounce_rate": ("bounce_rate", "bounces", "visits"),
+    "percentage": ("visitors",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The questions for one ApiQuery, and how to read their answers."""
+
+    query: ApiQuery
+    main: Query
+    totals: Query | None  # percentage's denominator: visitors, same filters, no dimension
+    columns: tuple[Part, ...]  # per requested dimension: which part of a Row it reads
+
+
+def refuse_unsupported(query: ApiQuery) -> None:
+    """An ApiRequestError for the first part of the query picolytics cannot answer yet."""
+    if not query.unsupported:
+        return
+    first, *rest = query.unsupported
+    more = f" (and {len(rest)} more: {', '.join(u.field for u in rest)})" if rest else ""
+    raise ApiRequestError(first.field, f"Not supported yet by picolytics: {first.reason}.{more}")
+
+
+def _metrics(query: ApiQuery) -> tuple[Metric, ...]:
+    needed: list[Metric] = []
+    for metric in query.metrics:
+        needed += [m for m in _NEEDS[metric] if m not in needed]
+    return tuple(needed)
+
+
+def _breakdown(query: ApiQuery) -> tuple[Breakdown | None, dict[str, Part]]:
+    """The breakdown, and the part of a row each dimension name reads."""
+    parts: dict[str, Part] = {d.name: "time" for d in query.dimensions if d.grain == "time"}
+    found = query.breakdowns
+    if not found:
+        return None, parts
+    pair = child_and_parent(*found)
+    value = pair[0] if pair else found[0]
+    if pair:
+        parts[pair[1].name] = "parent"
+    parts[value.name] = "value"
+    return Breakdown(_ours(value), value.prop_key), parts
+
+
+def _ours(dimension: ApiDimension) -> Dimension:
+    if dimension.ours is None:  # ApiQuery.unsupported has it: refused before this
+        raise ApiRequestError("#/dimensions", f"{dimension.name} has no dimension in picolytics")
+    return dimension.ours
+
+
+def _order(query: ApiQuery, parts: dict[str, Part]) -> tuple[tuple[str, Direction], ...]:
+    order: list[tuple[str, Direction]] = []
+    names = {d.resolved_name: d.name for d in query.dimensions}
+    for name, direction in query.resolved_order:
+        part = parts.get(names.get(name, name))
+        if part is not None:
+            order.append(("time" if part == "time" else "value", direction))
+        elif name in _NEEDS:
+            order.append((_NEEDS[name][0], direction))
+        else:  # a metric ApiQuery.unsupported has: refused before this
+            raise ApiRequestError("#/order_by", f"cannot order by {name} in picolytics yet")
+    return tuple(order)
+
+
+def _condition(condition: ApiCondition) -> Condition:
+    ours = _ours(condition.dimension)
+    values = condition.clauses
+    if condition.operator in ("is", "is_not"):
+        values = tuple(stored(ours, clause) for clause in values)
+    return Condition(
+        ours, condition.operator, values, condition.dimension.prop_key, condition.case_sensitive
+    )
+
+
+def _filter(tree: ApiFilter) -> Filter:
+    if isinstance(tree, ApiCondition):
+        return _condition(tree)
+    if isinstance(tree, ApiAnd | ApiOr):
+        inner = tuple(_filter(item) for item in tree.filters)
+        return And(inner) if isinstance(tree, ApiAnd) else Or(inner)
+    if isinstance(tree, ApiNot):
+        return Not(_filter(tree.filter))
+    # has_done / has_not_done: ApiQuery.unsupported has them, refused before this.
+    raise ApiRequestError("#/filters", "behavioral filters are not supported yet by picolytics")
+
+
+def filters(query: ApiQuery) -> Filter | None:
+    """The query's filters as one Filter: the top level and-ed (None: no filter)."""
+    found = tuple(_filter(tree) for tree in query.filters)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else And(found)
+
+
+def translate(query: ApiQuery, site_ids: tuple[int, ...]) -> Plan:
+    """The Plan of a valid query over these sites, or an ApiRequestError for a part
+    picolytics cannot answer yet."""
+    refuse_unsupported(query)
+    breakdown, parts = _breakdown(query)
+    time = query.time_dimension
+    condition = filters(query)
+    main = Query(
+        site_ids=site_ids,
+        period=query.period,
+        metrics=_metrics(query),
+        interval=time.interval if time else None,
+        breakdown=breakdown,
+        filters=condition,
+        order_by=_order(query, parts),
+        limit=query.limit,
+        offset=query.offset,
+    )
+    totals = None
+    if "percentage" in query.metrics:
+        totals = Query(site_ids, query.period, ("visitors",), filters=condition)
+    columns = tuple(parts[d.name] for d in query.dimensions)
+    return Plan(query, main, totals, columns)
