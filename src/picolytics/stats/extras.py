@@ -2,9 +2,9 @@
 of statistics is assembled outside stats/:
 
 - **campaigns**, visits grouped by utm_source, utm_medium and utm_campaign at once
-  (a `Query` has one breakdown, and the rollups hold one dimension at a time): from
-  raw visits of the period, visitors summed over local days like every visitor count
-  (docs/read-model.md, What the numbers mean);
+  (a `Query` has one breakdown): the rolled days from their campaign rows
+  (sql/0012_campaign_rollups.sql), the rest from raw visits, visitors summed over
+  local days like every visitor count (docs/read-model.md, What the numbers mean);
 - **bot hits** by reason, from `bot_counts`, which counts per UTC day: the hits of the
   UTC days that carry the period's local dates.
 
@@ -24,25 +24,35 @@ from picolytics.errors import QueryError, QueryTimeoutError
 from picolytics.stats.engine import snapshot
 from picolytics.stats.periods import local_days
 from picolytics.stats.query import Period, Query
+from picolytics.stats.rollups import split_period
+from picolytics.stats.shape import shape_of
+from picolytics.stats.sql import Params, in_ranges
 from picolytics.stats.validate import validate
 
 Connection = AsyncConnection[Any]
 
 
 # Visits (sessions with a pageview) of the period per campaign, distinct visitors per
-# site and local day, summed; the order of the dashboard's Campaigns panel, text by
-# code point as the engine sorts.
+# site and local day, summed: the rolled days from their campaign rows, the rest from
+# raw visits; the order of the dashboard's Campaigns panel, text by code point as the
+# engine sorts.
 CAMPAIGNS: Final = """
 SELECT utm_source, utm_medium, utm_campaign, sum(visits)::bigint AS visits,
        sum(visitors)::bigint AS visitors, sum(pageviews)::bigint AS pageviews
-FROM (SELECT s.site_id, (s.started_at AT TIME ZONE %(tz)s::text)::date AS day,
-             s.utm_source, s.utm_medium, s.utm_campaign, count(*) AS visits,
-             count(DISTINCT s.visitor_id) AS visitors, sum(s.pageviews) AS pageviews
+FROM (SELECT split_part(r.parent, chr(31), 1) AS utm_source,
+             split_part(r.parent, chr(31), 2) AS utm_medium, r.value AS utm_campaign,
+             r.visits, r.visitors, r.pageviews
+      FROM rollup_visits r
+      JOIN unnest(%(rolled_sites)s::integer[], %(rolled_days)s::date[]) AS u (site_id, day)
+        ON r.site_id = u.site_id AND r.day = u.day
+      WHERE r.dimension = 'campaign' AND r.value <> ''
+      UNION ALL
+      SELECT s.utm_source, s.utm_medium, s.utm_campaign, count(*),
+             count(DISTINCT s.visitor_id), sum(s.pageviews)
       FROM sessions s
-      WHERE s.site_id = ANY(%(sites)s::integer[])
-        AND s.started_at >= %(start)s AND s.started_at < %(end)s
-        AND s.pageviews > 0 AND s.utm_campaign <> ''
-      GROUP BY 1, 2, 3, 4, 5) per_site_day
+      WHERE {raw_ranges} AND s.pageviews > 0 AND s.utm_campaign <> ''
+      GROUP BY s.site_id, (s.started_at AT TIME ZONE %(tz)s::text)::date,
+               s.utm_source, s.utm_medium, s.utm_campaign) per_site_day
 GROUP BY utm_source, utm_medium, utm_campaign
 ORDER BY visits DESC, utm_campaign COLLATE "C", utm_source COLLATE "C",
          utm_medium COLLATE "C"
@@ -93,16 +103,18 @@ async def extras(
         async with snapshot(connection, timeout_s):
             cursor = connection.cursor(row_factory=tuple_row)
             sites = sorted(set(site_ids))
-            await cursor.execute(
-                CAMPAIGNS,
-                {
-                    "tz": period.timezone,
-                    "sites": sites,
-                    "start": period.start,
-                    "end": period.end,
-                    "limit": limit,
-                },
+            split = await split_period(connection, query, shape_of(query), campaigns=True)
+            params = Params()
+            raw = (
+                in_ranges("s.site_id", "s.started_at", split.raw, params) if split.raw else "false"
             )
+            params.values |= {
+                "tz": period.timezone,
+                "rolled_sites": [site for site, _ in split.rolled],
+                "rolled_days": [day for _, day in split.rolled],
+                "limit": limit,
+            }
+            await cursor.execute(CAMPAIGNS.format(raw_ranges=raw), params.values)
             campaigns = tuple(Campaign(*row) for row in await cursor.fetchall())
             await cursor.execute(BOT_HITS, {"sites": sites, "first": days[0], "last": days[-1]})
             bots = tuple((str(reason), int(hits)) for reason, hits in await cursor.fetchall())

@@ -42,6 +42,7 @@ WHERE d.site_id = ANY(%(sites)s::integer[]) AND d.timezone = %(tz)s
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = d.site_id AND x.day = d.day)
   -- A filtered query on a segment: days that have its rollups, and where it splits no
   -- visitor unless the query may add the visitors of several values anyway.
+  AND (%(campaigns)s IS NOT TRUE OR d.campaigns)
   AND (%(segment)s::text IS NULL
        OR (%(segment)s::text = ANY(d.segments)
            AND (%(any_day)s OR NOT %(segment)s::text = ANY(d.split_segments))))
@@ -57,7 +58,11 @@ class Split:
     raw: tuple[Range, ...]
 
 
-async def split_period(connection: AsyncConnection[Any], query: Query, shape: Shape) -> Split:
+async def split_period(
+    connection: AsyncConnection[Any], query: Query, shape: Shape, *, campaigns: bool = False
+) -> Split:
+    """The rolled days and raw ranges of the query's period (`campaigns`: only days
+    rolled with their campaign rows, stats/extras.py)."""
     period = query.period
     sites = sorted(set(query.site_ids))
     cursor = connection.cursor(row_factory=tuple_row)
@@ -70,6 +75,7 @@ async def split_period(connection: AsyncConnection[Any], query: Query, shape: Sh
             "end": period.end,
             "segment": shape.segment,
             "any_day": shape.segment_any_day,
+            "campaigns": campaigns,
         },
     )
     rolled: list[tuple[int, date]] = []

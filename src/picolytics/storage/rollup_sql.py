@@ -47,9 +47,15 @@ WHERE site_id = %(site_id)s AND hour >= %(day)s::date AND hour < %(day)s::date +
 """
 
 
+# The report's campaigns (sql/0012_campaign_rollups.sql): source and medium in the parent.
+CAMPAIGN_SEPARATOR: Final = "\x1f"
+_CAMPAIGN_ROW: Final = "('campaign', s.utm_source || chr(31) || s.utm_medium, s.utm_campaign)"
+
+
 def _visit_values() -> str:
-    """One (dimension, parent, value) row per visit dimension, and '' for the total."""
-    rows = ["('', '', '')"]
+    """One (dimension, parent, value) row per visit dimension, '' for the total, and
+    the campaign."""
+    rows = ["('', '', '')", _CAMPAIGN_ROW]
     for dimension in VISIT_DIMENSIONS:
         parent = PARENT_OF.get(dimension)
         parent_sql = VISIT_COLUMNS[parent] if parent else "''"
@@ -118,10 +124,11 @@ FULL JOIN (SELECT date_trunc('hour', e.received_at AT TIME ZONE %(timezone)s) AS
 """
 
 MARK_ROLLED: Final = """
-INSERT INTO rollup_days (site_id, day, timezone, rolled_at)
-VALUES (%(site_id)s, %(day)s, %(timezone)s, now())
+INSERT INTO rollup_days (site_id, day, timezone, rolled_at, campaigns)
+VALUES (%(site_id)s, %(day)s, %(timezone)s, now(), true)
 ON CONFLICT (site_id, day) DO UPDATE SET timezone = EXCLUDED.timezone,
-                                         rolled_at = EXCLUDED.rolled_at
+                                         rolled_at = EXCLUDED.rolled_at,
+                                         campaigns = true
 """
 
 # In this order, in one transaction: the mark goes first, so a late write that marks
