@@ -27,6 +27,14 @@ for contrast. Last, a summary compares the smallest size with the largest agains
 targets of issue 17 (PASS/MISS). --ingest adds the written events/s of
 `scripts/bench --wrk` with read-model maintenance on and off.
 
+The Stats API rows: p50/p95 of `POST /api/v2/query` over HTTP through the real app
+(serve/app.create_app, its lifespan not started, so no roller or writer runs beside;
+httpx's AsyncClient on an ASGITransport, in this process, without sockets), with a key
+created for the run and revoked after it, for the big site over the same 30 days in
+UTC as the "30d UTC" column: the aggregate, the day series, the top 10 by visit:source
+and by event:page, and by visit:source with visit:country is US, each beside the
+query layer's p95 of the same class (--no-api skips them).
+
 The database: PICOLYTICS_BENCH_DSN (a database that is emptied! one size only) if
 set, else an embedded PostgreSQL per size in --data-dir/SIZE (kept, and reused
 without refilling when it already holds the data) or in a temporary folder (removed).
@@ -50,15 +58,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import httpx2
 import psycopg
 from bench_db import database, drop_indexes, estimated_events, run_steps, table_sizes
 from psycopg import AsyncConnection
 
+from picolytics.config import Config
 from picolytics.dimensions import ROW_DIMENSIONS, Dimension, Metric
 from picolytics.report import query as report
+from picolytics.serve.app import create_app
 from picolytics.stats import engine, periods
 from picolytics.stats.query import Breakdown, Condition, Filter, Interval, Period, Query, Result
-from picolytics.storage import migrate, roller
+from picolytics.storage import api_keys, migrate, roller
 
 REPO: Final = Path(__file__).resolve().parents[1]
 SITES: Final = ("bench.example", "blog.example", "docs.example")
@@ -441,6 +452,7 @@ class SizeResults:
     rollup_days: dict[str, int] = field(default_factory=dict)
     disk: list[tuple[str, int, int]] = field(default_factory=list)  # name, bytes, days
     loads: list[float] = field(default_factory=list)  # 1-min load averages: was it busy?
+    api: dict[str, Timing] = field(default_factory=dict)  # Stats API class -> timing
 
     def note_load(self) -> None:
         self.loads.append(os.getloadavg()[0])
@@ -554,6 +566,105 @@ def disk_usage(conninfo: str, results: SizeResults, span_days: int) -> None:
     results.disk.append(("read model total", sum(size for _, size in model), rolled_days))
 
 
+# -- the Stats API over HTTP -----------------------------------------------------------
+
+API_EVERY: Final = [
+    "visitors", "visits", "pageviews", "views_per_visit", "bounce_rate", "visit_duration",
+    "events",
+]  # fmt: skip
+US_ONLY: Final = [["is", "visit:country", ["US"]]]
+# Each class: its v2 body (without site_id and date_range), and the key of the query
+# layer's timing of the same question (filter, class), as time_queries stores it.
+API_CLASSES: Final[dict[str, tuple[dict[str, Any], tuple[str, str]]]] = {
+    "aggregate": ({"metrics": API_EVERY}, ("none", "aggregate")),
+    "series day": (
+        {"metrics": ["visitors", "visits", "pageviews"], "dimensions": ["time:day"]},
+        ("none", "series day"),
+    ),
+    "by visit:source": (
+        {
+            "metrics": ["visitors", "visits", "bounce_rate", "visit_duration"],
+            "dimensions": ["visit:source"],
+            "pagination": {"limit": 10},
+        },
+        ("none", "by source"),
+    ),
+    "by event:page": (
+        {
+            "metrics": ["visitors", "pageviews"],
+            "dimensions": ["event:page"],
+            "pagination": {"limit": 10},
+        },
+        ("none", "by page"),
+    ),
+    "by visit:source, US": (
+        {
+            "metrics": ["visitors", "visits", "bounce_rate", "visit_duration"],
+            "dimensions": ["visit:source"],
+            "filters": US_ONLY,
+            "pagination": {"limit": 10},
+        },
+        ("country", "by source"),
+    ),
+}
+API_VARIANT: Final = Variant("30d", "UTC")
+
+
+async def time_api(conninfo: str, results: SizeResults, options: argparse.Namespace) -> None:
+    """Each Stats API class over HTTP for the big site, the site being in UTC."""
+    name = f"bench-{os.getpid()}-{int(time.time())}"
+    key = api_keys.connected(conninfo, lambda c: api_keys.create(c, name, [SITES[0]])).clear
+    app = create_app(Config(api_rate_limit=0, query_timeout_sec=options.timeout), conninfo=conninfo)
+    period = API_VARIANT.resolve(datetime.now(UTC))
+    last = period.end - timedelta(days=1)  # whole UTC days: the last one's start
+    date_range = [period.start.date().isoformat(), last.date().isoformat()]
+    headers = {"Authorization": f"Bearer {key}"}
+    transport = httpx2.ASGITransport(app=app)
+    print(f"  Stats API over HTTP, {date_range[0]} to {date_range[1]} UTC:", end="", flush=True)
+    began = time.perf_counter()
+    try:
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://bench.local", timeout=options.timeout + 10
+        ) as client:
+            for label, (fields, _) in API_CLASSES.items():
+                request = {"site_id": SITES[0], "date_range": date_range, **fields}
+
+                async def call(request: dict[str, Any] = request) -> int:
+                    answer = await client.post("/api/v2/query", json=request, headers=headers)
+                    if answer.status_code != 200:
+                        raise SystemExit(f"the API answered {answer.status_code}: {answer.text}")
+                    return len(answer.json()["results"])
+
+                timing, rows = await timed(call, options.runs, options.budget, options.min_runs)
+                timing.rows = rows
+                results.api[label] = timing
+    finally:
+        api_keys.connected(conninfo, lambda c: api_keys.revoke(c, name))
+    print(f" {time.perf_counter() - began:.0f} s", flush=True)
+
+
+def print_api(results: SizeResults) -> None:
+    if not results.api:
+        return
+    print(
+        f"\nStats API, POST /api/v2/query over HTTP (in-process ASGI), {API_VARIANT.label}: "
+        "p50/p95 ms, and the query layer's p95 of the same question"
+    )
+    print(f"{'query':<22}{'p50':>8}{'p95':>8}{'layer p95':>11}{'+ms':>8}{'results':>8}{'n':>4}")
+    for label, timing in results.api.items():
+        filter_name, name = API_CLASSES[label][1]
+        layer = results.timings.get((filter_name, API_VARIANT.label, name))
+        same = (
+            f"{layer.p95_ms:>11.1f}{timing.p95_ms - layer.p95_ms:>8.1f}"
+            if layer
+            else (f"{'-':>11}{'-':>8}")
+        )
+        print(
+            f"{label:<22}{timing.p50_ms:>8.1f}{timing.p95_ms:>8.1f}{same}"
+            f"{timing.rows if timing.rows is not None else '':>8}{timing.runs:>4}"
+        )
+
+
 # -- printing ---------------------------------------------------------------------------
 
 
@@ -630,6 +741,7 @@ def print_size(results: SizeResults, variants: Sequence[Variant], filters: Seque
             f"picolytics report {label} ({SITES[0]}): p50 {t.p50_ms:.0f} ms, "
             f"p95 {t.p95_ms:.0f} ms, {t.runs} runs ({report_state()})"
         )
+    print_api(results)
     if results.disk:
         print(f"\n{'disk':<24}{'bytes':>14}{'per day':>14}")
         for name, size, days in results.disk:
@@ -833,6 +945,9 @@ async def bench_size(
             results.reports[Variant("30d", zone).label] = timing
             print(f" {timing.p95_ms / 1000:.1f} s", flush=True)
             results.note_load()
+            if zone == "UTC" and not options.no_api:  # the rollups are in UTC now
+                await time_api(conninfo, results, options)
+                results.note_load()
     set_zone(conninfo, site_id, "UTC")
 
 
@@ -877,6 +992,11 @@ def main() -> None:
         help="also run scripts/bench --wrk with the roller on and off",
     )
     parser.add_argument("--ingest-seconds", type=int, default=30)
+    parser.add_argument(
+        "--no-api",
+        action="store_true",
+        help="skip the Stats API rows (POST /api/v2/query over HTTP)",
+    )
     options = parser.parse_args()
     sizes = sorted(parse_size(text) for text in options.events.split(","))
     options.filters = [f for f in options.filters.split(",") if f]

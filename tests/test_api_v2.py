@@ -21,7 +21,8 @@ Site example.com (UTC), January 2024 (the 10th is a Wednesday), times in UTC:
 Visitors 5, visits 5, pageviews 7, events 9, bounces 2 (40 %), durations 120 + 30 +
 120 = 270 s (54 s a visit), 1.4 pageviews a visit. Site other.test has one visit on the
 10th; berlin.example (Europe/Berlin) one on the 10th; recent.test one yesterday and
-one today (UTC), for the date ranges relative to now.
+one today (UTC), for the date ranges relative to now. The sites with goals (shop.test,
+and two of Plausible's own tests) are in March: see `goal_dataset`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pytest
@@ -47,7 +49,7 @@ from picolytics.events import Agent, Location, QueuedEvent
 from picolytics.serve.app import create_app
 from picolytics.stats.engine import run as run_query
 from picolytics.stats.query import And, Breakdown, Condition, Filter, Period, Query, Result
-from picolytics.storage import api_keys, migrate
+from picolytics.storage import api_keys, goals, migrate
 from picolytics.storage.rollup import roll_day
 
 A, B, BERLIN, RECENT = "example.com", "other.test", "berlin.example", "recent.test"
@@ -429,6 +431,359 @@ def test_date_ranges_relative_to_today(client: TestClient, env: Env) -> None:
     assert rows(ok(client, env, body(site_id=RECENT, date_range="all"))) == [([], [2])]
 
 
+# --- goals and conversion rates --------------------------------------------------------------
+
+SHOP, PLAUSIBLE_A, PLAUSIBLE_B = "shop.test", "goals-a.test", "goals-b.test"
+MOBILE = Agent("Chrome Mobile", "120", "Android", "14", "mobile", None)
+GOAL_DAYS = ["2024-03-04", "2024-03-05"]
+SHOP_GOALS = (
+    goals.definition("Signup", None),
+    goals.definition(None, "/pricing"),
+    goals.definition(None, "/blog*", "Blog"),
+)
+# Which events complete each of SHOP_GOALS (docs/goals.md), in plain SQL.
+SHOP_GOAL_ROWS = """
+goal (name, kind, target) AS (
+    VALUES ('Signup', 'event', '^Signup$'), ('Visit /pricing', 'page', '^/pricing$'),
+           ('Blog', 'page', '^/blog.*$')),
+completion AS (
+    SELECT e.session_id, e.visitor_id, e.received_at, g.name AS goal
+    FROM events e JOIN sites USING (site_id) JOIN goal g
+      ON CASE g.kind WHEN 'event' THEN picolytics_is_custom_event(e.name) AND e.name ~ g.target
+              ELSE picolytics_is_pageview(e.name, e.path) AND e.path ~ g.target END
+    WHERE sites.domain = 'shop.test'),
+visit AS (
+    SELECT s.*, CASE WHEN s.utm_source <> '' THEN s.utm_source
+                     WHEN s.referrer_host <> '' THEN s.referrer_host ELSE '(direct)' END AS source
+    FROM sessions s JOIN sites USING (site_id)
+    WHERE sites.domain = 'shop.test' AND s.pageviews > 0)
+"""
+
+
+def goal_dataset() -> list[QueuedEvent]:
+    """shop.test, in UTC, 4 and 5 March 2024: eight visitors, four a day.
+
+    visitor  events                                                  source     device
+    11       d1 09:00 load /, 09:01 nav /pricing, 09:02 Signup {pro} google.com desktop
+    12       d1 10:00 load /pricing                                  (direct)   mobile
+    13       d1 11:00 load /blog/a, 11:01 Signup {plan: free}        news.yc... mobile
+    14       d1 12:00 load /                                         google.com desktop
+    15       d2 09:00 load /blog                                     (direct)   desktop
+    16       d2 10:00 load /, 10:01 Signup {pro}, 10:02 Signup {pro} google.com mobile
+    17       d2 11:00 load /docs                                     (direct)   desktop
+    18       d2 12:00 load /docs                                     google.com desktop
+
+    goals-a.test and goals-b.test hold the events of two of Plausible's own tests
+    (below), each with a pageview first, which makes a visit in picolytics."""
+    d1, d2 = GOAL_DAYS
+
+    def shop(when: str, visitor: int, *, mobile: bool = False, **fields: Any) -> QueuedEvent:
+        found = event(at(when), visitor, site=SHOP, **fields)
+        return replace(found, agent=MOBILE) if mobile else found
+
+    google, yc = "google.com", "news.ycombinator.com"
+    return [
+        shop(f"{d1} 09:00", 11, path="/", referrer_host=google),
+        shop(f"{d1} 09:01", 11, name="nav", path="/pricing"),
+        shop(f"{d1} 09:02", 11, name="Signup", path="/pricing", props={"plan": "pro"}),
+        shop(f"{d1} 10:00", 12, mobile=True, path="/pricing"),
+        shop(f"{d1} 11:00", 13, mobile=True, path="/blog/a", referrer_host=yc),
+        shop(f"{d1} 11:01", 13, mobile=True, name="Signup", path="/blog/a", props={"plan": "free"}),
+        shop(f"{d1} 12:00", 14, path="/", referrer_host=google),
+        shop(f"{d2} 09:00", 15, path="/blog"),
+        shop(f"{d2} 10:00", 16, mobile=True, path="/", referrer_host=google),
+        shop(f"{d2} 10:01", 16, mobile=True, name="Signup", path="/", props={"plan": "pro"}),
+        shop(f"{d2} 10:02", 16, mobile=True, name="Signup", path="/", props={"plan": "pro"}),
+        shop(f"{d2} 11:00", 17, path="/docs"),
+        shop(f"{d2} 12:00", 18, path="/docs", referrer_host=google),
+        *plausible_examples(f"{d1} 08:00"),
+    ]
+
+
+def plausible_examples(when: str) -> list[QueuedEvent]:
+    """Plausible's tests "returns conversion_rate in an event:goal breakdown" and
+    "returns conversion_rate in a multi-goal filtered visit:screen_size breakdown"
+    (test/plausible_web/controllers/api/external_stats_controller/
+    query_goal_dimension_test.exs and query_special_metrics_test.exs)."""
+    start = at(when)
+
+    def one(site: str, visitor: int, minute: int, mobile: bool, **fields: Any) -> QueuedEvent:
+        found = event(start + timedelta(minutes=minute), visitor, site=site, **fields)
+        return replace(found, agent=MOBILE) if mobile else found
+
+    a, b = PLAUSIBLE_A, PLAUSIBLE_B
+    return [
+        one(a, 1, 0, False, path="/"),
+        one(a, 1, 1, False, name="Signup"),
+        one(a, 1, 2, False, name="Signup"),
+        one(a, 2, 0, False, path="/blog"),
+        one(a, 3, 0, False, path="/blog/post"),
+        one(a, 4, 0, False, path="/"),
+        one(b, 1, 0, True, path="/"),
+        one(b, 2, 0, True, path="/"),
+        one(b, 2, 1, True, name="AddToCart"),
+        one(b, 3, 0, True, path="/"),
+        one(b, 3, 1, True, name="AddToCart"),
+        one(b, 4, 0, False, path="/"),
+        one(b, 4, 1, False, name="AddToCart"),
+        one(b, 4, 2, False, name="Purchase"),
+        one(b, 5, 0, False, path="/"),
+    ]
+
+
+def add_goals(conninfo: str, domain: str, *new: goals.Definition) -> None:
+    for definition in new:
+
+        def add(connection: Any, definition: goals.Definition = definition) -> goals.Goal:
+            return goals.add_goal(connection, domain, definition)
+
+        goals.connected(conninfo, add)
+
+
+async def _roll_goal_days(conninfo: str) -> None:
+    async with await AsyncConnection.connect(conninfo, autocommit=True) as connection:
+        cursor = await connection.execute(
+            "SELECT site_id FROM sites WHERE domain = ANY(%s)", ([SHOP, PLAUSIBLE_A, PLAUSIBLE_B],)
+        )
+        for (site_id,) in await cursor.fetchall():
+            for day in (date(2024, 3, 4), date(2024, 3, 5)):
+                await roll_day(connection, site_id, day, "UTC")
+
+
+@pytest.fixture(scope="module")
+def shop(env: Env) -> Env:
+    """env, with the goal sites written, their goals added and their days rolled up."""
+    run(write(env.conninfo, goal_dataset()))
+    add_goals(env.conninfo, SHOP, *SHOP_GOALS)
+    add_goals(env.conninfo, PLAUSIBLE_A, goals.definition("Signup", None))
+    add_goals(env.conninfo, PLAUSIBLE_A, goals.definition(None, "/blog**"))
+    add_goals(env.conninfo, PLAUSIBLE_B, goals.definition("Purchase", None))
+    add_goals(env.conninfo, PLAUSIBLE_B, goals.definition("AddToCart", None))
+    run(_roll_goal_days(env.conninfo))
+    return env
+
+
+def shop_body(**fields: Any) -> dict[str, Any]:
+    return {"site_id": SHOP, "metrics": ["visitors"], "date_range": GOAL_DAYS, **fields}
+
+
+def rate(part: int, whole: int) -> float:
+    """The test's own rounding: one decimal, half to even, in decimal arithmetic."""
+    if not whole:
+        return 0.0
+    exact = Decimal(100 * part) / Decimal(whole)
+    return float(exact.quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN))
+
+
+def sql(conninfo: str, text: str) -> list[tuple[Any, ...]]:
+    return query(conninfo, "WITH " + SHOP_GOAL_ROWS + text)
+
+
+TOTAL_VISITORS = "SELECT count(DISTINCT (started_at::date, visitor_id)) FROM visit"
+
+
+def test_plausible_example_conversion_rate_by_goal(client: TestClient, shop: Env) -> None:
+    # Plausible's test "returns conversion_rate in an event:goal breakdown", its answer.
+    answer = ok(
+        client,
+        shop,
+        {
+            "site_id": PLAUSIBLE_A,
+            "date_range": "all",
+            "metrics": ["visitors", "events", "conversion_rate"],
+            "dimensions": ["event:goal"],
+        },
+    )
+    assert answer["results"] == [
+        {"dimensions": ["Visit /blog**"], "metrics": [2, 2, 50.0]},
+        {"dimensions": ["Signup"], "metrics": [1, 2, 25.0]},
+    ]
+    assert answer["query"]["dimensions"] == ["event:goal"]
+    assert answer["query"]["order_by"] == [["visitors", "desc"]]
+
+
+def test_plausible_example_group_conversion_rate_by_device(client: TestClient, shop: Env) -> None:
+    # Plausible's test "returns conversion_rate in a multi-goal filtered
+    # visit:screen_size breakdown": its visitors and group_conversion_rate.
+    goal_filter = ["is", "event:goal", ["AddToCart", "Purchase"]]
+    request = {
+        "site_id": PLAUSIBLE_B,
+        "metrics": ["visitors", "group_conversion_rate"],
+        "date_range": "all",
+        "dimensions": ["visit:device"],
+        "filters": [goal_filter],
+    }
+    answer = ok(client, shop, request)
+    assert rows(answer) == [(["Mobile"], [2, 66.7]), (["Desktop"], [1, 50.0])]
+    assert answer["query"]["filters"] == [goal_filter]
+    # Its `events` are the conversions; ours would be every event of those visits.
+    request["metrics"] = ["visitors", "events", "group_conversion_rate"]
+    assert refused(client, shop, request) == (
+        "#/metrics/1: Not supported yet by picolytics: events by visit:device with an "
+        "event:goal filter: the query layer counts every one of the converting visits, "
+        "Plausible only the conversions."
+    )
+
+
+def test_a_breakdown_by_goal_equals_plain_sql(client: TestClient, shop: Env) -> None:
+    metrics = ["visitors", "events", "conversion_rate", "percentage"]
+    answer = ok(client, shop, shop_body(metrics=metrics, dimensions=["event:goal"]))
+    counted = sql(
+        shop.conninfo,
+        "SELECT goal, count(DISTINCT (received_at::date, visitor_id))::int, count(*)::int "
+        "FROM completion GROUP BY goal",
+    )
+    total = int(sql(shop.conninfo, TOTAL_VISITORS)[0][0])
+    # percentage's denominator: the visitors of the same filters (none), here the same.
+    expected = {name: [v, e, rate(v, total), rate(v, total)] for name, v, e in counted}
+    assert {tuple(r["dimensions"]): r["metrics"] for r in answer["results"]} == {
+        (name,): values for name, values in expected.items()
+    }
+    # By hand: 8 visitors; Signup by 11, 13 and 16 (twice); /pricing by 11 and 12; the
+    # blog by 13 and 15. Visitors descending, then the name.
+    assert rows(answer) == [
+        (["Signup"], [3, 4, 37.5, 37.5]),
+        (["Blog"], [2, 2, 25.0, 25.0]),
+        (["Visit /pricing"], [2, 2, 25.0, 25.0]),
+    ]
+    series = ok(client, shop, shop_body(dimensions=["time:day", "event:goal"]))
+    assert rows(series) == [  # by day, then visitors descending, then the name
+        (["2024-03-04", "Signup"], [2]),
+        (["2024-03-04", "Visit /pricing"], [2]),
+        (["2024-03-04", "Blog"], [1]),
+        (["2024-03-05", "Blog"], [1]),
+        (["2024-03-05", "Signup"], [1]),
+    ]
+
+
+CONVERTED_BY = """SELECT {group}, count(DISTINCT (v.started_at::date, v.visitor_id))::int
+FROM visit v WHERE EXISTS (SELECT 1 FROM completion c
+                           WHERE c.session_id = v.session_id AND c.goal = 'Signup')
+GROUP BY 1"""
+VISITORS_BY = """SELECT {group}, count(DISTINCT (v.started_at::date, v.visitor_id))::int
+FROM visit v GROUP BY 1"""
+
+
+@pytest.mark.parametrize(
+    ("dimension", "group", "by_hand"),
+    [
+        (
+            "visit:source",
+            "v.source",
+            [(["google.com"], [2, 25.0, 50.0]), (["news.ycombinator.com"], [1, 12.5, 100.0])],
+        ),
+        (
+            "visit:device",
+            "initcap(v.device_type)",
+            [(["Mobile"], [2, 25.0, 66.7]), (["Desktop"], [1, 12.5, 20.0])],
+        ),
+        (
+            "time:day",
+            "v.started_at::date::text",
+            [(["2024-03-04"], [2, 25.0, 50.0]), (["2024-03-05"], [1, 12.5, 25.0])],
+        ),
+    ],
+)
+def test_a_goal_filter_with_a_dimension_equals_plain_sql(
+    client: TestClient, shop: Env, dimension: str, group: str, by_hand: list[Any]
+) -> None:
+    metrics = ["visitors", "conversion_rate", "group_conversion_rate"]
+    request = shop_body(
+        metrics=metrics, dimensions=[dimension], filters=[["is", "event:goal", ["Signup"]]]
+    )
+    answer = ok(client, shop, request)
+    converted = dict(sql(shop.conninfo, CONVERTED_BY.format(group=group)))
+    visitors = dict(sql(shop.conninfo, VISITORS_BY.format(group=group)))
+    total = int(sql(shop.conninfo, TOTAL_VISITORS)[0][0])
+    expected = {
+        (name,): [count, rate(count, total), rate(count, visitors[name])]
+        for name, count in converted.items()
+    }
+    assert {tuple(r["dimensions"]): r["metrics"] for r in answer["results"]} == expected
+    assert rows(answer) == by_hand
+    # Ordered by the rate of each group, then paged: only a Python sort can say.
+    request.update(
+        order_by=[["group_conversion_rate", "asc"]],
+        pagination={"limit": 1, "offset": 1},
+        include={"total_rows": True},
+    )
+    paged = ok(client, shop, request)
+    ascending = sorted(by_hand, key=lambda row: row[1][2])
+    assert rows(paged) == ascending[1:2]
+    assert paged["meta"] == {"total_rows": 2}
+    assert paged["query"]["order_by"] == [["group_conversion_rate", "asc"]]
+
+
+def test_the_denominators_drop_goal_and_property_filters(client: TestClient, shop: Env) -> None:
+    signup = ["is", "event:goal", ["Signup"]]
+    metrics = ["visitors", "events", "conversion_rate", "group_conversion_rate"]
+    aggregate = ok(client, shop, shop_body(metrics=metrics, filters=[signup]))
+    assert rows(aggregate) == [([], [3, 4, 37.5, 37.5])]  # 3 of 8; 4 Signup events
+    pro = ["is", "event:props:plan", ["pro"]]
+    with_pro = ok(client, shop, shop_body(metrics=metrics, filters=[signup, pro]))
+    # 11 and 16 signed up on pro (3 events), of all 8 visitors: no plan filter below.
+    assert rows(with_pro) == [([], [2, 3, 25.0, 25.0])]
+    # Other filters stay: of the 4 visitors from google.com, 11 and 16 signed up.
+    google = ["is", "visit:source", ["google.com"]]
+    from_google = ok(client, shop, shop_body(metrics=metrics, filters=[signup, google]))
+    assert rows(from_google) == [([], [2, 3, 50.0, 50.0])]
+    # Goal names: contains, case-insensitively if asked; an unknown name in contains
+    # matches nothing, and then every rate is 0.
+    visits = ["contains", "event:goal", ["visit"], {"case_sensitive": False}]
+    assert rows(ok(client, shop, shop_body(metrics=metrics, filters=[visits]))) == [
+        ([], [2, 2, 25.0, 25.0])
+    ]
+    nothing = ["contains", "event:goal", ["Nope"]]
+    assert rows(ok(client, shop, shop_body(metrics=metrics, filters=[nothing]))) == [
+        ([], [0, 0, 0.0, 0.0])
+    ]
+    empty = ok(client, shop, shop_body(metrics=metrics, filters=[signup], date_range=RANGE))
+    assert rows(empty) == [([], [0, 0, 0.0, 0.0])]
+
+
+@pytest.mark.parametrize(
+    ("query_body", "message"),
+    [
+        (
+            shop_body(metrics=["conversion_rate"]),
+            "#/metrics/0: Metric `conversion_rate` can only be queried with event:goal "
+            "filters or dimensions.",
+        ),
+        (
+            shop_body(metrics=["visitors", "group_conversion_rate"], dimensions=["visit:source"]),
+            "#/metrics/1: Metric `group_conversion_rate` can only be queried with event:goal "
+            "filters or dimensions.",
+        ),
+        (
+            shop_body(filters=[["is", "event:goal", ["Signup", "Nope"]]]),
+            "#/filters/0: Invalid filters. The goal `Nope` is not configured for this site.",
+        ),
+        (
+            shop_body(filters=[["is_not", "event:goal", ["Signup"]]]),
+            "#/filters/0: Invalid filter",
+        ),
+        (
+            shop_body(filters=[["not", ["is", "event:goal", ["Signup"]]]]),
+            "#/filters/0/1: Invalid filters. Dimension `event:goal` can only be filtered at "
+            "the top level.",
+        ),
+        (
+            shop_body(metrics=["bounce_rate"], dimensions=["event:goal"]),
+            "#/dimensions: Session metric(s) `bounce_rate` cannot be queried along with event "
+            "dimension(s) `event:goal`",
+        ),
+        (
+            shop_body(dimensions=["event:goal", "visit:source"]),
+            "#/dimensions/1: Not supported yet by picolytics: one dimension too many",
+        ),
+    ],
+)
+def test_bad_goal_queries_say_what_is_wrong(
+    client: TestClient, shop: Env, query_body: object, message: str
+) -> None:
+    assert refused(client, shop, query_body).startswith(message)
+
+
 # --- what is refused -------------------------------------------------------------------------
 
 
@@ -436,9 +791,13 @@ def test_date_ranges_relative_to_today(client: TestClient, env: Env) -> None:
     ("query_body", "message"),
     [
         (
-            body(metrics=["conversion_rate"], filters=[["is", "event:goal", ["Signup"]]]),
-            "#/metrics/0: Not supported yet by picolytics: conversion_rate: needs goals. "
-            "(and 1 more: #/filters/0)",
+            body(
+                metrics=["scroll_depth"],
+                dimensions=["event:page"],
+                filters=[["is", "visit:region", ["US-IL"]]],
+            ),
+            "#/metrics/0: Not supported yet by picolytics: scroll_depth: picolytics records no "
+            "scroll depth. (and 1 more: #/filters/0)",
         ),
         (
             body(dimensions=["visit:utm_medium", "visit:utm_source"]),  # pagination-query.json

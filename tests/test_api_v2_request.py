@@ -17,13 +17,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from picolytics.api.v2_conversions import group_key, group_rate, ordered, percent
 from picolytics.api.v2_dates import show
 from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiHasDone, ApiNot, ApiOr
 from picolytics.api.v2_names import PLAUSIBLE_DIMENSIONS, dimension
 from picolytics.api.v2_query import API_METRICS, ApiQuery, Include, SiteContext
 from picolytics.api.v2_request import parse, requested_site
+from picolytics.api.v2_rules import check_goal_names, names_goals
+from picolytics.api.v2_translate import translate
 from picolytics.dimensions import DIMENSIONS
 from picolytics.errors import ApiRequestError, PicolyticsError
+from picolytics.stats.query import And, Breakdown, Condition, Not, Query, Row
 
 NOW = datetime(2021, 5, 5, 12, 30, tzinfo=UTC)  # Plausible's parser tests' "now"
 UTC_SITE = SiteContext("UTC", date(2020, 1, 1))
@@ -179,9 +183,9 @@ def test_docs_example_behavioral_filters() -> None:
         }
     )
     goal, behavioral = query.filters
-    assert isinstance(goal, ApiCondition) and goal.dimension.planned
+    assert isinstance(goal, ApiCondition) and goal.dimension.ours == "goal"
     assert isinstance(behavioral, ApiHasDone) and not behavioral.negated
-    assert [u.field for u in query.unsupported] == ["#/filters/0", "#/filters/1"]
+    assert [u.field for u in query.unsupported] == ["#/filters/1"]  # goals are answered
 
 
 def test_docs_example_imports() -> None:
@@ -434,7 +438,8 @@ def test_every_plausible_dimension_name_is_accepted() -> None:
     assert dimension_of("visit:utm_source").ours == "utm_source"
     assert dimension_of("visit:country").ours == "country"
     assert dimension_of("event:page").ours == "page"
-    for planned in ("event:goal", "visit:channel", "event:hostname"):
+    assert dimension_of("event:goal").ours == "goal" and not dimension_of("event:goal").planned
+    for planned in ("visit:channel", "event:hostname"):
         assert dimension_of(planned).planned
 
 
@@ -842,3 +847,134 @@ def test_fuzz_near_valid_bodies_parse_or_raise_api_request_error(
     query_body: dict[str, object], timezone: str
 ) -> None:
     parses_or_refuses(query_body, timezone)
+
+
+# --- goals and conversion rates, before any SQL (api/v2_translate.py, v2_conversions.py) ---
+
+
+def test_the_plan_of_conversion_rates() -> None:
+    signup = ["is", "event:goal", ["Signup"]]
+    pro = ["is", "event:props:plan", ["pro"]]
+    chrome = ["is", "visit:browser", ["Chrome"]]
+    query = ok(
+        body(
+            metrics=["visitors", "conversion_rate", "group_conversion_rate"],
+            dimensions=["visit:source"],
+            filters=[signup, pro, chrome, ["not", ["is", "visit:country", ["US"]]]],
+            pagination={"limit": 5, "offset": 2},
+        )
+    )
+    plan = translate(query, (7,))
+    assert plan.main.metrics == ("visitors",)
+    assert plan.main.breakdown == Breakdown("source")
+    assert plan.main.filters == And(
+        (
+            Condition("goal", "is", ("Signup",)),
+            Condition("prop", "is", ("pro",), "plan"),
+            Condition("browser", "is", ("Chrome",)),
+            Not(Condition("country", "is", ("US",))),
+        )
+    )
+    assert (plan.main.order_by, plan.main.limit, plan.main.offset) == (
+        (("visitors", "desc"),),
+        5,
+        2,
+    )
+    # The denominators: no top-level goal or property condition; the others stay.
+    kept = And((Condition("browser", "is", ("Chrome",)), Not(Condition("country", "is", ("US",)))))
+    assert plan.conversion_totals == Query((7,), query.period, ("visitors",), filters=kept)
+    assert plan.group_totals == Query(
+        (7,), query.period, ("visitors",), breakdown=Breakdown("source"), filters=kept
+    )
+    assert plan.totals is None and plan.order_after == ()
+    # Ordered by the rate of each group: every row, ordered and paged after the division.
+    by_rate = translate(
+        dataclasses.replace(query, order_by=(("group_conversion_rate", "desc"),)), (7,)
+    )
+    assert (by_rate.main.order_by, by_rate.main.limit, by_rate.main.offset) == ((), None, 0)
+    assert by_rate.order_after == (("group_conversion_rate", "desc"),)
+    by_goal = translate(ok(body(metrics=["conversion_rate"], dimensions=["event:goal"])), (7,))
+    assert by_goal.main.breakdown == Breakdown("goal")
+    assert by_goal.group_totals is None
+    assert by_goal.conversion_totals == Query((7,), by_goal.main.period, ("visitors",))
+
+
+def test_goals_answered_and_not() -> None:
+    signup = ["is", "event:goal", ["Signup"]]
+    assert ok(body(dimensions=["event:goal"], filters=[signup])).unsupported == ()
+    by_device = ok(
+        body(
+            metrics=["visitors", "pageviews", "events"],
+            dimensions=["visit:device"],
+            filters=[signup],
+        )
+    )
+    assert [u.field for u in by_device.unsupported] == ["#/metrics/1", "#/metrics/2"]
+    assert by_device.unsupported[0].reason.startswith(
+        "pageviews by visit:device with an event:goal"
+    )
+    # Without a goal filter, or by an event dimension, those counts are answered.
+    assert ok(body(metrics=["events"], dimensions=["visit:device"])).unsupported == ()
+    assert (
+        ok(body(metrics=["events"], dimensions=["event:page"], filters=[signup])).unsupported == ()
+    )
+    assert ok(body(metrics=["events"], filters=[signup])).unsupported == ()
+
+
+def test_is_goal_filters_name_the_sites_goals() -> None:
+    query = ok(
+        body(
+            filters=[
+                ["contains", "event:goal", ["Nope"]],
+                ["is", "event:goal", ["signup"], {"case_sensitive": False}],
+                ["is", "event:goal", ["Signup", "Visit /a"]],
+            ]
+        )
+    )
+    assert names_goals(query)
+    check_goal_names(query, {"Signup", "Visit /a"})
+    with pytest.raises(ApiRequestError) as error:
+        check_goal_names(query, {"Signup"})
+    assert str(error.value) == (
+        "#/filters/2: Invalid filters. The goal `Visit /a` is not configured for this site."
+    )
+    assert not names_goals(ok(body(filters=[["contains", "event:goal", ["x"]]])))
+
+
+@pytest.mark.parametrize(
+    ("part", "whole", "shown"),
+    [
+        (2, 3, 66.7),
+        (1, 3, 33.3),
+        (1, 8, 12.5),
+        (1, 16, 6.2),  # 6.25: half to even
+        (3, 16, 18.8),  # 18.75
+        (1, 2000, 0.0),  # 0.05 exactly (a float's 0.05 is a little more: round() says 0.1)
+        (3, 2000, 0.2),  # 0.15
+        (5, 4, 125.0),
+        (0, 7, 0.0),
+        (3, 0, 0.0),
+    ],
+)
+def test_rates_are_rounded_half_to_even_from_the_counts(
+    part: int, whole: int, shown: float
+) -> None:
+    assert percent(part, whole) == shown
+    assert isinstance(percent(part, whole), float)
+
+
+def test_rows_ordered_by_a_rate() -> None:
+    def row(value: str | None, visitors: int, day: int = 1) -> Row:
+        return Row(date(2024, 1, day), "", value, {"visitors": visitors})
+
+    rows = [row("b", 1), row("a", 2), row(None, 3), row("c", 4), row("d", 1, day=2)]
+    groups = {group_key(r): 4 for r in rows}  # every group has 4 visitors
+    by_rate = ordered(rows, [("group_conversion_rate", "asc")], lambda r: group_rate(r, groups))
+    # Ties (25 %) by time, then value; None last.
+    assert [(r.value, r.time.day) for r in by_rate] == [  # type: ignore[union-attr]
+        ("b", 1), ("d", 2), ("a", 1), (None, 1), ("c", 1)
+    ]  # fmt: skip
+    by_value = ordered(rows, [("value", "desc")], lambda r: 0.0)
+    assert [r.value for r in by_value] == ["d", "c", "b", "a", None]
+    by_time = ordered(rows, [("time", "desc"), ("visitors", "desc")], lambda r: 0.0)
+    assert [r.value for r in by_time] == ["d", "c", None, "a", "b"]

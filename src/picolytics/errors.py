@@ -150,3 +150,16 @@ class ApiParamError(PicolyticsError):
     """A Stats API v1 request is invalid (HTTP 400): a query-string parameter is missing,
     malformed, or does not go with the others. The message is Plausible's own wording
     where Plausible has one, and never echoes more than a short piece of the input."""
+
+
+class AccountError(PicolyticsError):
+    """`picolytics user` or `share`, or the dashboard's login, could not read or change
+    the accounts, sessions or shared links (database refused, schema too old)."""
+
+
+class AccountOptionError(PicolyticsError):
+    """A `picolytics user` or `share` argument is invalid (a malformed e-mail address,
+    a password too short, an unknown account, site or link, an account that exists
+    already); names it."""
+
+    exit_code = 2

@@ -8,11 +8,13 @@ One request, in this order:
    a site outside the key's scope both get the 401 of an invalid key, word for word,
    so an answer never tells which sites exist;
 4. the query, checked (api/v2_request.py) in the site's zone, from its first day of
-   stats, and translated (api/v2_translate.py): 400 naming the part that is wrong or
-   not supported yet;
-5. the query layer's answer (stats/engine.py) in one read-only snapshot, each
-   statement under QUERY_TIMEOUT_SEC: a QueryError is 400, a timeout 503; an
-   unreachable database is 503 too. Then 200 with Plausible's shape
+   stats, its `is` goal filters against the site's goals (api/v2_rules.py), and
+   translated (api/v2_translate.py): 400 naming the part that is wrong or not
+   supported yet;
+5. the query layer's answers (stats/engine.py) to the plan's questions (the main one,
+   and the denominators of percentage and the conversion rates) in one read-only
+   snapshot, each statement under QUERY_TIMEOUT_SEC: a QueryError is 400, a timeout
+   503; an unreachable database is 503 too. Then 200 with Plausible's shape
    (api/v2_response.py).
 
 Every refusal is `{"error": "..."}`. From step 2 on the work runs in a task beside a
@@ -49,7 +51,8 @@ from picolytics.api.auth import (
 from picolytics.api.v2_query import SiteContext
 from picolytics.api.v2_request import parse, requested_site
 from picolytics.api.v2_response import response
-from picolytics.api.v2_translate import translate
+from picolytics.api.v2_rules import check_goal_names, names_goals
+from picolytics.api.v2_translate import Answers, Plan, translate
 from picolytics.errors import (
     ApiAuthError,
     ApiRequestError,
@@ -58,6 +61,8 @@ from picolytics.errors import (
     first_line,
 )
 from picolytics.stats.engine import run, snapshot
+from picolytics.stats.goals import load_goals
+from picolytics.stats.query import Query, Result
 from picolytics.storage.api_keys import normalise_domain
 
 log = logging.getLogger(__name__)
@@ -171,6 +176,19 @@ async def find_site(connection: AsyncConnection[Any], domain: str) -> Site | Non
     return Site(*row) if row else None
 
 
+async def ask(connection: AsyncConnection[Any], plan: Plan, timeout_s: float) -> Answers:
+    """The answers to every question of the plan, in the caller's snapshot."""
+
+    async def one(question: Query | None) -> Result | None:
+        if question is None:
+            return None
+        return await run(connection, question, timeout_s=timeout_s)
+
+    main = await run(connection, plan.main, timeout_s=timeout_s)
+    totals = await one(plan.totals)
+    return Answers(main, totals, await one(plan.conversion_totals), await one(plan.group_totals))
+
+
 async def _disconnected(receive: Receive) -> None:
     """Return once the client has gone (the body was read: nothing else may come)."""
     while (await receive())["type"] != "http.disconnect":
@@ -240,10 +258,10 @@ class QueryApi:
             if site is None:  # the same answer as a site outside the key's scope
                 raise ApiAuthError(401, INVALID_KEY)
             query = parse(body, site=SiteContext(site.timezone, site.first_day), now=now)
+            if names_goals(query):
+                goals = await load_goals(connection, (site.site_id,))
+                check_goal_names(query, {goal.display_name for goal in goals})
             plan = translate(query, (site.site_id,))
             async with snapshot(connection, self.timeout_s):
-                main = await run(connection, plan.main, timeout_s=self.timeout_s)
-                totals = None
-                if plan.totals is not None:
-                    totals = await run(connection, plan.totals, timeout_s=self.timeout_s)
-        return JSONResponse(response(plan, main, totals, site.domain))
+                answers = await ask(connection, plan, self.timeout_s)
+        return JSONResponse(response(plan, answers, site.domain))

@@ -2,9 +2,10 @@
 
 `PLAUSIBLE_DIMENSIONS` maps each name Plausible accepts (`visit:country`, `event:page`;
 `event:props:KEY` and the `time` dimensions are handled apart) onto the query layer's
-dimension (dimensions.py), or onto None where picolytics has none yet (`event:goal`,
-`visit:channel`, `event:hostname`...): those names are accepted and kept, so a caller
-can tell "not supported yet" from "invalid". `dimension` reads one name.
+dimension (dimensions.py; `event:goal` is `goal`, the site's goals by display name), or
+onto None where picolytics has none yet (`visit:channel`, `event:hostname`...): those
+names are accepted and kept, so a caller can tell "not supported yet" from "invalid".
+`dimension` reads one name.
 
 Values differ in spelling only where Plausible shows an empty value by a name of its
 own (`(not set)`, and `Direct / None` for sources and referrers) and where it
@@ -43,7 +44,7 @@ def _visit(ours: Dimension | None, form: Form = "value", session: bool = False) 
 PLAUSIBLE_DIMENSIONS: Final[dict[str, DimensionInfo]] = {
     "event:name": DimensionInfo("event", "event"),  # ours: custom events only, no "pageview"
     "event:page": DimensionInfo("page", "event"),
-    "event:goal": DimensionInfo(None, "event"),
+    "event:goal": DimensionInfo("goal", "event"),  # display names: "Signup", "Visit /a"
     "event:hostname": DimensionInfo(None, "event"),
     "visit:entry_page": _visit("entry_page", session=True),
     "visit:exit_page": _visit("exit_page", session=True),

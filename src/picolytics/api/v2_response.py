@@ -10,8 +10,11 @@
   and `visit_duration` (seconds) rounded to integers, 0 without visits;
   `views_per_visit` to two decimals, 0 without visits; `percentage` = 100 * the row's
   visitors / the visitors of the same filters and period, to one decimal, null when
-  there are none. Plausible rounds its floats half to even (ClickHouse's round), and
-  so does Python's `round`.
+  there are none; `conversion_rate` and `group_conversion_rate` likewise over their
+  own denominators (api/v2_conversions.py), 0 when there are none. Plausible rounds
+  its floats half to even (ClickHouse's round); picolytics rounds the exact quotient
+  of the counts half to even. Rows ordered by `group_conversion_rate` are ordered and
+  paged here (Plan.order_after).
 - `meta`, its keys sorted as Plausible sorts them: `imports_included` and
   `imports_skip_reason` with `include.imports` (picolytics has no imported data),
   `time_labels` with `include.time_labels` (every bucket of the period, in order),
@@ -24,13 +27,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from picolytics.api.v2_conversions import (
+    GroupKey,
+    group_rate,
+    group_visitors,
+    ordered,
+    percent,
+    total_visitors,
+)
 from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiHasDone, ApiNot, ApiOr
 from picolytics.api.v2_names import ApiDimension, shown
 from picolytics.api.v2_query import ApiMetric, ApiQuery
-from picolytics.api.v2_translate import Part, Plan
+from picolytics.api.v2_translate import Answers, Part, Plan
 from picolytics.stats.periods import zone
 from picolytics.stats.query import Interval, Period, Result, Row
 
@@ -84,7 +96,35 @@ def time_labels(period: Period, interval: Interval) -> list[str]:
     return labels
 
 
-def _metric(metric: ApiMetric, row: Row, total_visitors: int | None) -> int | float | None:
+@dataclass(frozen=True, slots=True)
+class Denominators:
+    """The visitors each rate divides by: percentage's and conversion_rate's one
+    number each, group_conversion_rate's per group."""
+
+    percentage: int | None = None
+    conversion: int = 0
+    groups: dict[GroupKey, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, answers: Answers) -> Denominators:
+        return cls(
+            total_visitors(answers.totals),
+            total_visitors(answers.conversion_totals) or 0,
+            group_visitors(answers.group_totals),
+        )
+
+
+def _rate(metric: ApiMetric, row: Row, under: Denominators) -> float | None:
+    """A percentage of visitors: of the same filters, or a conversion rate."""
+    visitors = int(row.metrics["visitors"] or 0)
+    if metric == "conversion_rate":
+        return percent(visitors, under.conversion)
+    if metric == "group_conversion_rate":
+        return group_rate(row, under.groups)
+    return percent(visitors, under.percentage) if under.percentage else None
+
+
+def _metric(metric: ApiMetric, row: Row, under: Denominators) -> int | float | None:
     values = row.metrics
     if metric == "bounce_rate":
         visits = int(values["visits"] or 0)
@@ -93,10 +133,8 @@ def _metric(metric: ApiMetric, row: Row, total_visitors: int | None) -> int | fl
         return round(values["visit_duration"] or 0)
     if metric == "views_per_visit":
         return float(values["views_per_visit"] or 0.0)
-    if metric == "percentage":
-        if not total_visitors:
-            return None
-        return round(int(values["visitors"] or 0) / total_visitors * 100, 1)
+    if metric in ("percentage", "conversion_rate", "group_conversion_rate"):
+        return _rate(metric, row, under)
     if metric in ("visitors", "visits", "pageviews", "events"):
         return int(values[metric] or 0)
     raise ValueError(f"{metric} is not answered by picolytics yet")  # refused before this
@@ -112,12 +150,20 @@ def _dimension(dimension: ApiDimension, part: Part, row: Row, first_day: date) -
     return shown(dimension.ours, row.value)
 
 
-def results(plan: Plan, main: Result, totals: Result | None) -> list[JSON]:
-    """The rows of `main` (with `totals`, percentage's denominator) as Plausible's."""
+def _rows(plan: Plan, answers: Answers, under: Denominators) -> list[Row]:
+    """The main answer's rows, ordered and paged here if the plan says so."""
+    rows = list(answers.main.rows)
+    if not plan.order_after:
+        return rows
     query = plan.query
-    total_visitors = None
-    if totals is not None and totals.rows:
-        total_visitors = int(totals.rows[0].metrics.get("visitors") or 0)
+    found = ordered(rows, plan.order_after, lambda row: group_rate(row, under.groups))
+    return found[query.offset : query.offset + query.limit]
+
+
+def results(plan: Plan, answers: Answers) -> list[JSON]:
+    """The rows of the main answer, with the rates' denominators, as Plausible's."""
+    query = plan.query
+    under = Denominators.of(answers)
     first_day, _ = _first_and_last_day(query.period)
     return [
         {
@@ -125,9 +171,9 @@ def results(plan: Plan, main: Result, totals: Result | None) -> list[JSON]:
                 _dimension(dimension, part, row, first_day)
                 for dimension, part in zip(query.dimensions, plan.columns, strict=True)
             ],
-            "metrics": [_metric(metric, row, total_visitors) for metric in query.metrics],
+            "metrics": [_metric(metric, row, under) for metric in query.metrics],
         }
-        for row in main.rows
+        for row in _rows(plan, answers, under)
     ]
 
 
@@ -179,10 +225,10 @@ def resolved_query(query: ApiQuery, domain: str) -> JSON:
     }
 
 
-def response(plan: Plan, main: Result, totals: Result | None, domain: str) -> JSON:
+def response(plan: Plan, answers: Answers, domain: str) -> JSON:
     """The whole answer, for the site whose stored domain is `domain`."""
     return {
-        "results": results(plan, main, totals),
-        "meta": dict(sorted(meta(plan.query, main).items())),
+        "results": results(plan, answers),
+        "meta": dict(sorted(meta(plan.query, answers.main).items())),
         "query": resolved_query(plan.query, domain),
     }

@@ -5,9 +5,10 @@ cannot answer yet.
 for a query whose parts are each valid but do not go together: an order_by entry
 that is not queried, event:goal or event:hostname filters below the top level, which
 metrics go with which dimensions and filters, time labels without a time dimension.
-`unsupported` lists, with their JSON pointers, the parts of a valid query that
-picolytics cannot answer yet (goals, a second breakdown, has_done...), for the
-endpoint to refuse with a clear message (docs/api-v2.md).
+`check_goal_names` is Plausible's rule that an `is` goal filter names goals the site
+has (the endpoint reads them). `unsupported` lists, with their JSON pointers, the
+parts of a valid query that picolytics cannot answer yet (a second breakdown,
+has_done...), for the endpoint to refuse with a clear message (docs/api-v2.md).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ REVENUE_METRICS: Final = ("total_revenue", "average_revenue")
 SESSION_METRICS: Final = ("bounce_rate", "visit_duration", "views_per_visit")
 EVENT_METRICS: Final = ("pageviews", "events", "scroll_depth", "time_on_page")
 METRIC_GAPS: Final[dict[str, str]] = {
-    "conversion_rate": "needs goals",
-    "group_conversion_rate": "needs goals",
     "scroll_depth": "picolytics records no scroll depth",
     "time_on_page": "the query layer has no time on page",
 }
@@ -68,6 +67,34 @@ def _on(query: ApiQuery, name: str, top_level: bool = False) -> Leaf | None:
         ),
         None,
     )
+
+
+def _goal_clauses(query: ApiQuery) -> list[tuple[Leaf, str]]:
+    """The clauses of case-sensitive `is` goal filters, behavioral ones too (as
+    Plausible checks them; a case-insensitive clause may match names spelt otherwise)."""
+    return [
+        (leaf, clause)
+        for leaf in leaves(query.filters)
+        if leaf.condition.dimension.name == "event:goal"
+        and leaf.condition.operator == "is"
+        and leaf.condition.case_sensitive
+        for clause in leaf.condition.clauses
+    ]
+
+
+def names_goals(query: ApiQuery) -> bool:
+    """Does the query name goals that `check_goal_names` must find?"""
+    return bool(_goal_clauses(query))
+
+
+def check_goal_names(query: ApiQuery, goal_names: set[str]) -> None:
+    """An ApiRequestError, Plausible's, for an `is` goal filter naming a goal (by its
+    display name) that the site does not have; `contains` may match none."""
+    for leaf, clause in _goal_clauses(query):
+        if clause not in goal_names:
+            raise ApiRequestError(
+                leaf.at, f"Invalid filters. The goal `{clause}` is not configured for this site."
+            )
 
 
 def _check_filters(query: ApiQuery) -> None:
@@ -148,6 +175,24 @@ def child_and_parent(*dimensions: ApiDimension) -> tuple[ApiDimension, ApiDimens
     return None
 
 
+def _conversions_by_visit(query: ApiQuery) -> list[Unsupported]:
+    """Pageviews and events by a visit dimension with a goal filter: Plausible counts
+    the events that complete the goals (its "Total conversions"); the query layer
+    counts every event of the visits that complete them."""
+    by_visit = next((d for d in query.breakdowns if d.grain == "visit"), None)
+    if by_visit is None or _on(query, "event:goal") is None:
+        return []
+    return [
+        Unsupported(
+            f"#/metrics/{index}",
+            f"{metric} by {by_visit.name} with an event:goal filter: the query layer counts "
+            f"every one of the converting visits, Plausible only the conversions",
+        )
+        for index, metric in enumerate(query.metrics)
+        if metric in ("pageviews", "events")
+    ]
+
+
 def unsupported(query: ApiQuery) -> list[Unsupported]:
     """What of a valid query the query layer cannot answer yet."""
     found = [
@@ -165,6 +210,7 @@ def unsupported(query: ApiQuery) -> list[Unsupported]:
             for index, metric in enumerate(query.metrics)
             if metric in SESSION_METRICS
         ]
+    found += _conversions_by_visit(query)
     for index, found_dimension in enumerate(query.dimensions):
         gap = dimension_gap(found_dimension)
         if found_dimension.name == "event:name":

@@ -4,17 +4,24 @@
   `visits`, which api/v2_response.py divides as Plausible does (to a whole percent);
   `percentage` asks for `visitors`, and a second Query, `totals`, for the visitors of
   the same filters and period without dimensions (Plausible's denominator);
+  `conversion_rate` and `group_conversion_rate` ask for `visitors`, and for the
+  visitors without the top-level goal and custom-property filters
+  (api/v2_conversions.py): `conversion_totals` without dimensions, `group_totals`
+  with the main question's (every group, unpaged);
 - the time dimension is the Query's `interval`; one other dimension its `Breakdown`
-  (`event:props:KEY` is `Breakdown("prop", KEY)`), and two that are a value and its
-  parent (`visit:country` with `visit:city_name`) one breakdown by the value, whose
-  rows carry the parent (Row.parent); `columns` says which part of a Row each
-  requested dimension reads;
+  (`event:props:KEY` is `Breakdown("prop", KEY)`, `event:goal` is `Breakdown("goal")`),
+  and two that are a value and its parent (`visit:country` with `visit:city_name`)
+  one breakdown by the value, whose rows carry the parent (Row.parent); `columns`
+  says which part of a Row each requested dimension reads;
 - filters: `is` with several clauses is our `is` with several values, every operator
   and its case sensitivity as it is, and/or/not as And/Or/Not, the top level and-ed;
   `is`/`is_not` clauses in Plausible's spelling of empty values (`(not set)`,
-  `Direct / None`) and devices are spelt as stored (api/v2_names.py);
-- order_by: metrics by name (`percentage` as `visitors`: one total divides every
-  row), the time dimension as "time", the breakdown's dimensions as "value";
+  `Direct / None`) and devices are spelt as stored (api/v2_names.py); `event:goal`
+  clauses are goal display names, which the query layer resolves;
+- order_by: metrics by name (`percentage` and `conversion_rate` as `visitors`: one
+  total divides every row), the time dimension as "time", the breakdown's dimensions
+  as "value"; an order by `group_conversion_rate` is `order_after`: the main question
+  then has every row, ordered and paged after the division;
 - pagination: `limit` and `offset`.
 
 A query that asks what the query layer cannot answer yet (`ApiQuery.unsupported`) is
@@ -26,13 +33,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from picolytics.api.v2_conversions import GROUP_RATE, counts_conversions
 from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiNot, ApiOr
 from picolytics.api.v2_names import ApiDimension, stored
 from picolytics.api.v2_query import ApiQuery
 from picolytics.api.v2_rules import child_and_parent
 from picolytics.dimensions import Dimension, Metric
 from picolytics.errors import ApiRequestError
-from picolytics.stats.query import And, Breakdown, Condition, Direction, Filter, Not, Or, Query
+from picolytics.stats.query import (
+    And,
+    Breakdown,
+    Condition,
+    Direction,
+    Filter,
+    Not,
+    Or,
+    Query,
+    Result,
+)
 
 Part = Literal["time", "value", "parent"]
 # What each API metric needs the query layer for; percentage is divided afterwards.
@@ -46,6 +64,8 @@ _NEEDS: Final[dict[str, tuple[Metric, ...]]] = {
     "visit_duration": ("visit_duration",),
     "bounce_rate": ("bounce_rate", "bounces", "visits"),
     "percentage": ("visitors",),
+    "conversion_rate": ("visitors",),
+    "group_conversion_rate": ("visitors",),
 }
 
 
@@ -57,6 +77,23 @@ class Plan:
     main: Query
     totals: Query | None  # percentage's denominator: visitors, same filters, no dimension
     columns: tuple[Part, ...]  # per requested dimension: which part of a Row it reads
+    # conversion_rate's denominator: visitors without goal and property filters, and
+    # group_conversion_rate's: the same per group of the main question.
+    conversion_totals: Query | None = None
+    group_totals: Query | None = None
+    # Set when ordered by group_conversion_rate: `main` has every row, in no order;
+    # api/v2_response.py orders them by this (api/v2_conversions.py) and pages them.
+    order_after: tuple[tuple[str, Direction], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """The query layer's answers to the questions of a Plan."""
+
+    main: Result
+    totals: Result | None = None
+    conversion_totals: Result | None = None
+    group_totals: Result | None = None
 
 
 def refuse_unsupported(query: ApiQuery) -> None:
@@ -102,6 +139,8 @@ def _order(query: ApiQuery, parts: dict[str, Part]) -> tuple[tuple[str, Directio
         part = parts.get(names.get(name, name))
         if part is not None:
             order.append(("time" if part == "time" else "value", direction))
+        elif name == GROUP_RATE:  # divided per group: ordered after (Plan.order_after)
+            order.append((GROUP_RATE, direction))
         elif name in _NEEDS:
             order.append((_NEEDS[name][0], direction))
         else:  # a metric ApiQuery.unsupported has: refused before this
@@ -131,12 +170,22 @@ def _filter(tree: ApiFilter) -> Filter:
     raise ApiRequestError("#/filters", "behavioral filters are not supported yet by picolytics")
 
 
-def filters(query: ApiQuery) -> Filter | None:
-    """The query's filters as one Filter: the top level and-ed (None: no filter)."""
-    found = tuple(_filter(tree) for tree in query.filters)
+def _and(trees: tuple[ApiFilter, ...]) -> Filter | None:
+    found = tuple(_filter(tree) for tree in trees)
     if not found:
         return None
     return found[0] if len(found) == 1 else And(found)
+
+
+def filters(query: ApiQuery) -> Filter | None:
+    """The query's filters as one Filter: the top level and-ed (None: no filter)."""
+    return _and(query.filters)
+
+
+def conversion_filters(query: ApiQuery) -> Filter | None:
+    """The filters of the conversion rates' denominators: without the top-level
+    conditions on goals and custom properties."""
+    return _and(tuple(tree for tree in query.filters if not counts_conversions(tree)))
 
 
 def translate(query: ApiQuery, site_ids: tuple[int, ...]) -> Plan:
@@ -145,20 +194,31 @@ def translate(query: ApiQuery, site_ids: tuple[int, ...]) -> Plan:
     refuse_unsupported(query)
     breakdown, parts = _breakdown(query)
     time = query.time_dimension
+    interval = time.interval if time else None
     condition = filters(query)
+    order = _order(query, parts)
+    after = order if any(name == GROUP_RATE for name, _ in order) else ()
     main = Query(
         site_ids=site_ids,
         period=query.period,
         metrics=_metrics(query),
-        interval=time.interval if time else None,
+        interval=interval,
         breakdown=breakdown,
         filters=condition,
-        order_by=_order(query, parts),
-        limit=query.limit,
-        offset=query.offset,
+        order_by=() if after else order,
+        limit=None if after else query.limit,
+        offset=0 if after else query.offset,
     )
     totals = None
     if "percentage" in query.metrics:
         totals = Query(site_ids, query.period, ("visitors",), filters=condition)
+    base = conversion_filters(query)
+    conversion_totals = group_totals = None
+    if "conversion_rate" in query.metrics:
+        conversion_totals = Query(site_ids, query.period, ("visitors",), filters=base)
+    if GROUP_RATE in query.metrics:
+        group_totals = Query(
+            site_ids, query.period, ("visitors",), interval, breakdown, filters=base
+        )
     columns = tuple(parts[d.name] for d in query.dimensions)
-    return Plan(query, main, totals, columns)
+    return Plan(query, main, totals, columns, conversion_totals, group_totals, after)

@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from picolytics.api.v1_endpoints import v1_routes
 from picolytics.api.v2_endpoint import QueryApi
 from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
@@ -235,6 +236,9 @@ def create_app(
             services.conninfo, timeout_s=config.query_timeout_sec, rate_limit=config.api_rate_limit
         )
         routes.append(Route("/api/v2/query", api.handle, methods=["POST"]))
+        routes += v1_routes(
+            services.conninfo, timeout_s=config.query_timeout_sec, limiter=api.limiter
+        )
     routes.append(Route("/{path:path}", static.serve, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager
