@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection, errors
 
-from picolytics.errors import ApiKeyError, ApiKeyOptionError, first_line
+from picolytics.errors import ApiKeyError, ApiKeyOptionError
+from picolytics.storage import database
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -186,11 +187,9 @@ async def authenticate(connection: AsyncConnection[Any], presented: str) -> ApiK
 
 
 def connected(conninfo: str, action: Callable[[Connection], T]) -> T:
-    """Run `action` on a new connection; a database failure becomes an ApiKeyError."""
-    try:
-        with psycopg.connect(conninfo) as connection:
-            return action(connection)
-    except psycopg.Error as error:
-        raise ApiKeyError(
-            f"cannot read or change the API keys in the database: {first_line(error)}"
-        ) from None
+    """Run `action` on a new connection; a database failure becomes a ApiKeyError."""
+    return database.connected(
+        conninfo,
+        action,
+        lambda detail: ApiKeyError(f"cannot read or change the API keys in the database: {detail}"),
+    )

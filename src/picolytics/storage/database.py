@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -14,6 +15,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from picolytics.config import Config
 from picolytics.errors import ConfigError, DatabaseUnavailableError, first_line
 from picolytics.storage.embedded import embedded_database
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +99,18 @@ def database_conninfo(config: Config) -> Iterator[str]:
     conninfo = with_connection_options(config.database_url())
     wait_for_database(conninfo, config.pg_conn_attempts)
     yield conninfo
+
+
+def connected(
+    conninfo: str,
+    action: Callable[[psycopg.Connection[Any]], T],
+    failure: Callable[[str], Exception],
+) -> T:
+    """Run `action` on a new connection (one transaction, committed when it returns); a
+    database failure becomes `failure(first line of the error)`, without the chain, so
+    no conninfo or password reaches a message."""
+    try:
+        with psycopg.connect(conninfo) as connection:
+            return action(connection)
+    except psycopg.Error as error:
+        raise failure(first_line(error)) from None

@@ -20,8 +20,9 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 
-from picolytics.errors import GoalError, GoalOptionError, first_line
+from picolytics.errors import GoalError, GoalOptionError
 from picolytics.events import BUILTIN_NAMES
+from picolytics.storage import database
 from picolytics.storage.sites_admin import _unknown_site
 from picolytics.text import sanitize_text
 
@@ -237,10 +238,8 @@ def remove_goal_by_id(connection: Connection, goal_id: int) -> Goal:
 
 def connected(conninfo: str, action: Callable[[Connection], T]) -> T:
     """Run `action` on a new connection; a database failure becomes a GoalError."""
-    try:
-        with psycopg.connect(conninfo) as connection:
-            return action(connection)
-    except psycopg.Error as error:
-        raise GoalError(
-            f"cannot read or change the goals in the database: {first_line(error)}"
-        ) from None
+    return database.connected(
+        conninfo,
+        action,
+        lambda detail: GoalError(f"cannot read or change the goals in the database: {detail}"),
+    )

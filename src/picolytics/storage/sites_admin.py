@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from picolytics.errors import SiteError, SiteOptionError, first_line
+from picolytics.errors import SiteError, SiteOptionError
+from picolytics.storage import database
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -241,13 +242,11 @@ def summary(change: ZoneChange) -> list[str]:
 
 def connected(conninfo: str, action: Callable[[Connection], T]) -> T:
     """Run `action` on a new connection; a database failure becomes a SiteError."""
-    try:
-        with psycopg.connect(conninfo) as connection:
-            return action(connection)
-    except psycopg.Error as error:
-        raise SiteError(
-            f"cannot read or change the sites in the database: {first_line(error)}"
-        ) from None
+    return database.connected(
+        conninfo,
+        action,
+        lambda detail: SiteError(f"cannot read or change the sites in the database: {detail}"),
+    )
 
 
 COLUMNS = ("domain", "time zone", "first day", "last day", "rolled up")
