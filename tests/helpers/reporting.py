@@ -65,6 +65,7 @@ READABLE_TABLES += ["rollup_days", "rollup_stale", "rollup_visits", "rollup_even
 READABLE_TABLES += ["rollup_hours", "rollup_segment_visits", "rollup_segment_events"]
 READABLE_TABLES += ["goals"]  # sql/0010_goals.sql: the query layer reads the goals
 PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations", "api_keys"]
+PRIVATE_TABLES += [f"dashboard_{name}" for name in ("users", "sessions", "setup_tokens", "shares")]
 
 
 # -- the dataset's events -----------------------------------------------------------------

@@ -16,6 +16,7 @@ import click
 from picolytics import __version__
 from picolytics.cli.common import PicolyticsGroup, config_of
 from picolytics.config import write_default_config
+from picolytics.dashboard.setup import announce_setup_link
 from picolytics.errors import (
     PruneBusyError,
     RollupError,
@@ -95,6 +96,8 @@ def serve(ctx: click.Context) -> None:
         else:
             applied = migrate.apply(conninfo)
             log.info("database schema up to date (%d migration(s) applied now)", len(applied))
+        # Once, before any worker starts: with no account yet, the link to make one.
+        asyncio.run(announce_setup_link(conninfo, config))
         if config.workers > 1:
             if not serve_workers(config, conninfo):
                 raise ServerError("a worker did not stop cleanly; see the log above")

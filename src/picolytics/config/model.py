@@ -58,6 +58,8 @@ class Config:
     query_timeout_sec: float = 10.0
     api_rate_limit: int = 600
     session_timeout_min: int = 30
+    dashboard_enabled: bool = True
+    dashboard_session_days: int = 14
     admin_listen: str = ""
     disable_host_metrics: bool = True
     debug: bool = False

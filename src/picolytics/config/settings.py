@@ -326,6 +326,23 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         1440,
     ),
+    # Dashboard
+    Setting(
+        "dashboard_enabled",
+        "DASHBOARD_ENABLED",
+        "dashboardEnabled",
+        "bool",
+        "Serve the dashboard at /dashboard/ and its shared links at /share/",
+    ),
+    Setting(
+        "dashboard_session_days",
+        "DASHBOARD_SESSION_DAYS",
+        "dashboardSessionDays",
+        "int",
+        "Days a dashboard login lasts before the server asks for the password again",
+        1,
+        365,
+    ),
     # Admin server
     Setting(
         "admin_listen",

@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from picolytics.api.v1_endpoints import v1_routes
 from picolytics.api.v2_endpoint import QueryApi
 from picolytics.config import Config
+from picolytics.dashboard.setup import dashboard_routes
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache
@@ -224,13 +225,14 @@ def create_app(
     services = build_services(config, conninfo) if conninfo is not None else None
     ingest = None
     if services is not None:
+        client_ip = ClientIp(config.ip_extractor, config.trusted_networks())
         ingest = Ingest(
             config,
             pipeline=services.pipeline,
             salts=services.salts,
             geo=services.geo,
             agents=AgentParser(),
-            client_ip=ClientIp(config.ip_extractor, config.trusted_networks()),
+            client_ip=client_ip,
         )
         api = QueryApi(
             services.conninfo, timeout_s=config.query_timeout_sec, rate_limit=config.api_rate_limit
@@ -239,6 +241,13 @@ def create_app(
         routes += v1_routes(
             services.conninfo, timeout_s=config.query_timeout_sec, limiter=api.limiter
         )
+
+        def client_of(request: Request) -> str:  # the login throttle's client, behind proxies
+            peer = request.client.host if request.client else ""
+            forwarded = request.headers.getlist("x-forwarded-for")
+            return client_ip.extract(peer, forwarded, request.headers.get("x-real-ip", ""))
+
+        routes += dashboard_routes(config, services.conninfo, client_of=client_of)
     routes.append(Route("/{path:path}", static.serve, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager

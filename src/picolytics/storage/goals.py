@@ -23,7 +23,7 @@ import psycopg
 from picolytics.errors import GoalError, GoalOptionError
 from picolytics.events import BUILTIN_NAMES
 from picolytics.storage import database
-from picolytics.storage.sites_admin import _unknown_site
+from picolytics.storage.sites_admin import unknown_site
 from picolytics.text import sanitize_text
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -156,7 +156,7 @@ def _check_schema(connection: Connection) -> None:
 def _site_id(connection: Connection, domain: str) -> int:
     row = connection.execute(SELECT_SITE, (domain,)).fetchone()
     if row is None:
-        raise _unknown_site(connection, domain)
+        raise unknown_site(connection, domain)
     return int(row[0])
 
 

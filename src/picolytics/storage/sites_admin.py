@@ -156,7 +156,7 @@ def list_sites(connection: Connection) -> list[SiteSummary]:
         return [SiteSummary(*row) for row in connection.execute(LIST_SITES)]
 
 
-def _unknown_site(connection: Connection, domain: str) -> SiteOptionError:
+def unknown_site(connection: Connection, domain: str) -> SiteOptionError:
     known = [name for (name,) in connection.execute(SELECT_DOMAINS)]
     if not known:
         return SiteOptionError(f"no site {domain!r}: the database has no sites yet")
@@ -191,7 +191,7 @@ def set_timezone(connection: Connection, domain: str, zone: str) -> ZoneChange:
         _check_schema(connection)
         row = connection.execute(SELECT_SITE, (domain,)).fetchone()
         if row is None:
-            raise _unknown_site(connection, domain)
+            raise unknown_site(connection, domain)
         site_id, old = row
         check_zone(connection, zone)
         if old != zone:
