@@ -948,6 +948,8 @@ async def bench_size(
             if zone == "UTC" and not options.no_api:  # the rollups are in UTC now
                 await time_api(conninfo, results, options)
                 results.note_load()
+            if zone != zones[-1]:  # what is measured so far, in case the run is cut short
+                print_size(results, variants, options.filters)
     set_zone(conninfo, site_id, "UTC")
 
 
