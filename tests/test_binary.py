@@ -130,6 +130,8 @@ def test_binary_serves_the_embedded_database_and_stops_cleanly(binary: Path, fol
     server = start(folder)
     try:
         assert httpx.get(server.base + "/pico.js").status_code == 200
+        # The dashboard's files are in the binary too (build.spec datas).
+        assert httpx.get(server.base + "/dashboard/static/dashboard.js").status_code == 200
         assert post(server, "/first") == 202
         rows = wait_for_rows(
             conninfo, "SELECT browser, os, device_type FROM sessions", timeout_s=30

@@ -1,5 +1,12 @@
 """Who asks the Stats API, and whether they may: a request's API key, its sites, its
-rate limit.
+rate limit; and the `Authenticator` an endpoint is given to find out.
+
+An `Authenticator` turns a request into its `Principal` (anything with the `sites` it
+may read: a key, a dashboard login, a shared link), or None when the request carries
+no credential of the kind it reads, or refuses it with an ApiAuthError. `BearerKeys`
+is the default, API keys; `FirstOf` tries several in turn (serve/ adds the dashboard's
+session and shared links after the key, dashboard/api_access.py), and `identify`
+turns "nobody" into the 401 of a missing key.
 
 A request names its key as `Authorization: Bearer KEY`, as Plausible's API wants.
 `authenticate_request` finds the key (storage/api_keys.py: by its SHA-256, compared
@@ -18,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 from starlette.requests import HTTPConnection
@@ -26,7 +33,7 @@ from starlette.responses import JSONResponse
 
 from picolytics.errors import ApiAuthError
 from picolytics.storage import api_keys
-from picolytics.storage.api_keys import ApiKey
+from picolytics.storage.api_keys import ApiKey, normalise_domain
 
 MISSING_KEY = "Missing API key. Please use a valid Plausible API key as a Bearer Token."
 INVALID_KEY = (
@@ -88,9 +95,72 @@ async def authenticate_request(
     return key
 
 
-def authorize_site(key: ApiKey, domain: str) -> None:
-    """A 401 ApiAuthError unless the key may read the site (its `site_id`)."""
-    if not api_keys.may_read(key, domain):
+class Principal(Protocol):
+    """Who asks: the sites they may read (normalised domains; None: every site)."""
+
+    @property
+    def sites(self) -> tuple[str, ...] | None: ...
+
+
+class Authenticator(Protocol):
+    async def __call__(
+        self, request: HTTPConnection, connection: AsyncConnection[Any]
+    ) -> Principal | None:
+        """The request's principal; None when it carries no credential of this kind;
+        an ApiAuthError when it carries one that is wrong or over its limit."""
+        ...
+
+
+class BearerKeys:
+    """The API keys of `Authorization` headers, each counted in `limiter`."""
+
+    def __init__(self, limiter: KeyRateLimiter) -> None:
+        self.limiter = limiter
+
+    async def __call__(
+        self, request: HTTPConnection, connection: AsyncConnection[Any]
+    ) -> ApiKey | None:
+        scheme = request.headers.get("authorization", "").strip().partition(" ")[0]
+        if scheme.lower() != "bearer":
+            # No key: not even the Basic credentials of a proxy in front, which the
+            # browser sends along with the dashboard's own calls.
+            return None
+        return await authenticate_request(request, connection, self.limiter)
+
+
+class FirstOf:
+    """The first principal one of `authenticators` finds, in their order."""
+
+    def __init__(self, *authenticators: Authenticator) -> None:
+        self.authenticators = authenticators
+
+    async def __call__(
+        self, request: HTTPConnection, connection: AsyncConnection[Any]
+    ) -> Principal | None:
+        for authenticator in self.authenticators:
+            found = await authenticator(request, connection)
+            if found is not None:
+                return found
+        return None
+
+
+async def identify(
+    authenticator: Authenticator, request: HTTPConnection, connection: AsyncConnection[Any]
+) -> Principal:
+    """The request's principal, or the 401 of a missing key when it names nobody."""
+    found = await authenticator(request, connection)
+    if found is None:
+        raise ApiAuthError(401, MISSING_KEY)
+    return found
+
+
+def authorize_site(who: Principal, domain: str) -> None:
+    """A 401 ApiAuthError unless `who` may read the site (its `site_id`)."""
+    if isinstance(who, ApiKey):
+        allowed = api_keys.may_read(who, domain)  # a revoked key reads nothing
+    else:
+        allowed = who.sites is None or normalise_domain(domain) in who.sites
+    if not allowed:
         raise ApiAuthError(401, INVALID_KEY)
 
 

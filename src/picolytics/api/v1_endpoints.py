@@ -1,13 +1,15 @@
 """Plausible's Stats API v1 over HTTP (docs/api-v1.md): the GET endpoints
 `/api/v1/stats/realtime/visitors`, `/aggregate`, `/timeseries`, `/breakdown` and
-`/api/v1/sites`. `v1_routes` gives their Starlette routes.
+`/api/v1/sites`. `v1_routes` gives their Starlette routes (`StatsApiV1.routes` under
+a prefix too: the dashboard asks for its current visitors under /dashboard/).
 
 One request, in Plausible's order:
-1. the API key (api/auth.py): 401 without one or with an unknown or revoked one, 429
-   with `Retry-After` over its rate limit (the bucket the v2 endpoint counts in too,
-   when it is passed as `limiter`);
+1. who asks, by the injected authenticator (api/auth.py; by default the API key): 401
+   without a key or with an unknown or revoked one, 429 with `Retry-After` over its
+   rate limit (the bucket the v2 endpoint counts in too, when it is passed as
+   `limiter`); `/api/v1/sites` lists the sites of API keys only;
 2. `site_id`: 400 when it is missing; a site that does not exist and a site outside
-   the key's scope both get the 401 of an invalid key, word for word, so an answer
+   the asker's scope both get the 401 of an invalid key, word for word, so an answer
    never tells which sites exist;
 3. the query string (api/v1_params.py), in the site's zone: 400 with Plausible's
    message;
@@ -44,10 +46,14 @@ from starlette.types import Receive
 from picolytics.api import v1_response
 from picolytics.api.auth import (
     INVALID_KEY,
+    MISSING_KEY,
+    Authenticator,
+    BearerKeys,
     KeyRateLimiter,
-    authenticate_request,
+    Principal,
     authorize_site,
     error_response,
+    identify,
 )
 from picolytics.api.v1_params import Endpoint, previous_period, read
 from picolytics.api.v1_queries import ask
@@ -60,7 +66,7 @@ log = logging.getLogger(__name__)
 
 Connection = AsyncConnection[Any]
 Connect = Callable[[], AbstractAsyncContextManager[Connection]]
-Work = Callable[[Request, Connection, ApiKey, datetime], Awaitable[Response]]
+Work = Callable[[Request, Connection, Principal, datetime], Awaitable[Response]]
 
 MISSING_SITE: Final = (
     "Missing site ID. Please provide the required site_id parameter with your request."
@@ -101,12 +107,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def find_site(connection: Connection, key: ApiKey, params: dict[str, str]) -> Site:
-    """The site of `site_id`, if the key may read it; else Plausible's refusal."""
+async def find_site(connection: Connection, who: Principal, params: dict[str, str]) -> Site:
+    """The site of `site_id`, if `who` may read it; else Plausible's refusal."""
     domain = params.get("site_id")
     if domain is None:
         raise ApiParamError(MISSING_SITE)
-    authorize_site(key, domain)
+    authorize_site(who, domain)
     row = None
     if "\x00" not in domain:
         cursor = await connection.execute(SELECT_SITE, (normalise_domain(domain),))
@@ -127,12 +133,22 @@ async def goal_names(connection: Connection, site: Site, params: dict[str, str])
 class StatsApiV1:
     """The handlers of the v1 endpoints; `routes` are their Starlette routes."""
 
-    def __init__(self, connect: Connect, *, timeout_s: float, limiter: KeyRateLimiter) -> None:
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        timeout_s: float,
+        limiter: KeyRateLimiter,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.connect = connect
         self.timeout_s = timeout_s
         self.limiter = limiter
+        self.authenticator = authenticator or BearerKeys(limiter)
 
-    def routes(self) -> list[Route]:
+    def routes(self, prefix: str = "") -> list[Route]:
+        """The routes, each path under `prefix` (say "/dashboard")."""
+
         def stats(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             async def handle(request: Request) -> Response:
                 return await self.serve(request, lambda *args: self.stats(endpoint, *args))
@@ -145,13 +161,13 @@ class StatsApiV1:
         async def sites(request: Request) -> Response:
             return await self.serve(request, self.sites)
 
-        prefix = "/api/v1/stats"
+        base = f"{prefix}/api/v1/stats"
         return [
-            Route(f"{prefix}/realtime/visitors", realtime, methods=["GET"]),
-            Route(f"{prefix}/aggregate", stats("aggregate"), methods=["GET"]),
-            Route(f"{prefix}/timeseries", stats("timeseries"), methods=["GET"]),
-            Route(f"{prefix}/breakdown", stats("breakdown"), methods=["GET"]),
-            Route("/api/v1/sites", sites, methods=["GET"]),
+            Route(f"{base}/realtime/visitors", realtime, methods=["GET"]),
+            Route(f"{base}/aggregate", stats("aggregate"), methods=["GET"]),
+            Route(f"{base}/timeseries", stats("timeseries"), methods=["GET"]),
+            Route(f"{base}/breakdown", stats("breakdown"), methods=["GET"]),
+            Route(f"{prefix}/api/v1/sites", sites, methods=["GET"]),
         ]
 
     async def serve(self, request: Request, work: Work) -> Response:
@@ -174,8 +190,8 @@ class StatsApiV1:
     async def _answer(self, request: Request, work: Work, now: datetime) -> Response:
         try:
             async with self.connect() as connection:
-                key = await authenticate_request(request, connection, self.limiter)
-                return await work(request, connection, key, now)
+                who = await identify(self.authenticator, request, connection)
+                return await work(request, connection, who, now)
         except ApiAuthError as refused:
             return error_response(refused)
         except (ApiParamError, QueryError) as error:
@@ -191,9 +207,9 @@ class StatsApiV1:
             return _error(503, DATABASE_DOWN)
 
     async def realtime(
-        self, request: Request, connection: Connection, key: ApiKey, now: datetime
+        self, request: Request, connection: Connection, who: Principal, now: datetime
     ) -> Response:
-        site = await find_site(connection, key, dict(request.query_params))
+        site = await find_site(connection, who, dict(request.query_params))
         visitors = await realtime_visitors(
             connection, (site.site_id,), now, REALTIME_MINUTES, timeout_s=self.timeout_s
         )
@@ -204,11 +220,11 @@ class StatsApiV1:
         endpoint: Endpoint,
         request: Request,
         connection: Connection,
-        key: ApiKey,
+        who: Principal,
         now: datetime,
     ) -> Response:
         params = dict(request.query_params)
-        site = await find_site(connection, key, params)
+        site = await find_site(connection, who, params)
         goals = await goal_names(connection, site, params)
         v1 = read(endpoint, params, timezone=site.timezone, now=now, goals=goals)
         timeout = self.timeout_s
@@ -225,13 +241,25 @@ class StatsApiV1:
         return JSONResponse(v1_response.aggregate(v1, answer, previous))
 
     async def sites(
-        self, request: Request, connection: Connection, key: ApiKey, now: datetime
+        self, request: Request, connection: Connection, who: Principal, now: datetime
     ) -> Response:
-        return JSONResponse(await list_sites(connection, key, dict(request.query_params)))
+        if not isinstance(who, ApiKey):  # Plausible's Sites API lists a key's sites
+            raise ApiAuthError(401, MISSING_KEY)
+        return JSONResponse(await list_sites(connection, who, dict(request.query_params)))
 
 
-def v1_routes(conninfo: str, *, timeout_s: float, limiter: KeyRateLimiter) -> list[Route]:
-    """The v1 routes over one connection per request to `conninfo`."""
+def v1_routes(
+    conninfo: str,
+    *,
+    timeout_s: float,
+    limiter: KeyRateLimiter,
+    authenticator: Authenticator | None = None,
+    prefix: str = "",
+) -> list[Route]:
+    """The v1 routes over one connection per request to `conninfo`, under `prefix`."""
     return StatsApiV1(
-        connect_to(conninfo, timeout_s), timeout_s=timeout_s, limiter=limiter
-    ).routes()
+        connect_to(conninfo, timeout_s),
+        timeout_s=timeout_s,
+        limiter=limiter,
+        authenticator=authenticator,
+    ).routes(prefix)

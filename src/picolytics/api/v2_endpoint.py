@@ -2,10 +2,11 @@
 
 One request, in this order:
 1. the body, at most MAX_BODY_BYTES (413), whole within BODY_READ_TIMEOUT_S (408);
-2. the API key (api/auth.py): 401 without one or with an unknown or revoked one, 429
-   with `Retry-After` over its rate limit;
+2. who asks, by the injected authenticator (api/auth.py; by default the API key): 401
+   without a key or with an unknown or revoked one, 429 with `Retry-After` over its
+   rate limit (serve/ also lets in the dashboard's login and shared links);
 3. the body as strict JSON (400), the site it names: a site that does not exist and
-   a site outside the key's scope both get the 401 of an invalid key, word for word,
+   a site outside the asker's scope both get the 401 of an invalid key, word for word,
    so an answer never tells which sites exist;
 4. the query, checked (api/v2_request.py) in the site's zone, from its first day of
    stats, its `is` goal filters against the site's goals (api/v2_rules.py), and
@@ -43,10 +44,12 @@ from starlette.types import Receive
 
 from picolytics.api.auth import (
     INVALID_KEY,
+    Authenticator,
+    BearerKeys,
     KeyRateLimiter,
-    authenticate_request,
     authorize_site,
     error_response,
+    identify,
 )
 from picolytics.api.v2_query import SiteContext
 from picolytics.api.v2_request import parse, requested_site
@@ -198,10 +201,21 @@ async def _disconnected(receive: Receive) -> None:
 class QueryApi:
     """The handler of POST /api/v2/query: `handle` is its Starlette endpoint."""
 
-    def __init__(self, conninfo: str, *, timeout_s: float, rate_limit: int) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        timeout_s: float,
+        rate_limit: int = 0,
+        limiter: KeyRateLimiter | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        """`limiter` (else one of `rate_limit` a minute) counts the keys' requests;
+        `authenticator` says who asks (else the Bearer keys of that limiter)."""
         self.conninfo = conninfo
         self.timeout_s = timeout_s
-        self.limiter = KeyRateLimiter(rate_limit)
+        self.limiter = limiter or KeyRateLimiter(rate_limit)
+        self.authenticator = authenticator or BearerKeys(self.limiter)
 
     async def handle(self, request: Request) -> Response:
         now = datetime.now(UTC)
@@ -250,10 +264,10 @@ class QueryApi:
         async with await AsyncConnection.connect(
             self.conninfo, autocommit=True, connect_timeout=connect_timeout
         ) as connection:
-            key = await authenticate_request(request, connection, self.limiter)
+            who = await identify(self.authenticator, request, connection)
             body = decode_json(raw)
             domain = requested_site(body)
-            authorize_site(key, domain)
+            authorize_site(who, domain)
             site = await find_site(connection, domain)
             if site is None:  # the same answer as a site outside the key's scope
                 raise ApiAuthError(401, INVALID_KEY)

@@ -17,10 +17,13 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from picolytics.api.auth import Authenticator, BearerKeys, FirstOf, KeyRateLimiter
 from picolytics.api.v1_endpoints import v1_routes
 from picolytics.api.v2_endpoint import QueryApi
 from picolytics.config import Config
+from picolytics.dashboard.api_access import DashboardAccess
 from picolytics.dashboard.setup import dashboard_routes
+from picolytics.dashboard.ui import DashboardPages
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache
@@ -234,13 +237,25 @@ def create_app(
             agents=AgentParser(),
             client_ip=client_ip,
         )
+        keys = BearerKeys(KeyRateLimiter(config.api_rate_limit))
+        readers: Authenticator = keys
+        if config.dashboard_enabled:  # after the key: the dashboard's login or shared link
+            readers = FirstOf(keys, DashboardAccess(KeyRateLimiter(config.api_rate_limit).wait))
+        timeout = config.query_timeout_sec
         api = QueryApi(
-            services.conninfo, timeout_s=config.query_timeout_sec, rate_limit=config.api_rate_limit
+            services.conninfo, timeout_s=timeout, limiter=keys.limiter, authenticator=readers
         )
-        routes.append(Route("/api/v2/query", api.handle, methods=["POST"]))
-        routes += v1_routes(
-            services.conninfo, timeout_s=config.query_timeout_sec, limiter=api.limiter
-        )
+        # The dashboard's calls go under the paths its cookies are sent to.
+        bases = ("", "/dashboard", "/share/{token}") if config.dashboard_enabled else ("",)
+        for base in bases:
+            routes.append(Route(f"{base}/api/v2/query", api.handle, methods=["POST"]))
+            routes += v1_routes(
+                services.conninfo,
+                timeout_s=timeout,
+                limiter=keys.limiter,
+                authenticator=readers,
+                prefix=base,
+            )
 
         def client_of(request: Request) -> str:  # the login throttle's client, behind proxies
             peer = request.client.host if request.client else ""
@@ -248,6 +263,8 @@ def create_app(
             return client_ip.extract(peer, forwarded, request.headers.get("x-real-ip", ""))
 
         routes += dashboard_routes(config, services.conninfo, client_of=client_of)
+        if config.dashboard_enabled:
+            routes += DashboardPages(services.conninfo).routes()
     routes.append(Route("/{path:path}", static.serve, methods=["GET", "HEAD"]))
 
     @contextlib.asynccontextmanager
