@@ -534,8 +534,8 @@ NOT_YET: list[tuple[str, dict[str, str], str]] = [
     ),
     (
         "aggregate",
-        {"filters": "visit:channel==Direct"},
-        "Not supported yet by picolytics: visit:channel",
+        {"filters": "event:hostname==example.com"},
+        "Not supported yet by picolytics: event:hostname",
     ),
     (
         "breakdown",

@@ -439,7 +439,8 @@ def test_every_plausible_dimension_name_is_accepted() -> None:
     assert dimension_of("visit:country").ours == "country"
     assert dimension_of("event:page").ours == "page"
     assert dimension_of("event:goal").ours == "goal" and not dimension_of("event:goal").planned
-    for planned in ("visit:channel", "event:hostname"):
+    assert dimension_of("visit:channel").ours == "channel"
+    for planned in ("event:hostname", "visit:entry_page_hostname"):
         assert dimension_of(planned).planned
 
 

@@ -257,6 +257,8 @@ def test_the_dashboard_page_needs_a_login(app: PublicApp) -> None:
     assert "frame-ancestors 'none'" in policy and page.headers["x-frame-options"] == "DENY"
     assert page.headers["cache-control"] == "no-store"
     assert "<script>" not in page.text and "style=" not in page.text  # nothing inline
+    # The free DB-IP database's attribution, wherever its data is shown.
+    assert '<a href="https://db-ip.com">IP Geolocation by DB-IP</a>' in page.text
     config = re.search(
         r'<script type="application/json" id="picolytics-config">(.*?)</script>', page.text
     )

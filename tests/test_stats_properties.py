@@ -49,6 +49,7 @@ from picolytics.dimensions import (
     VISIT_DIMENSIONS,
     Metric,
 )
+from picolytics.enrich.channels import channel_of
 from picolytics.errors import QueryError
 from picolytics.events import Agent, BotHit, Location, Props, QueuedEvent, new_id
 from picolytics.stats import engine as stats_engine
@@ -228,6 +229,7 @@ def queued_events(visits: Sequence[Visit], base: datetime, now: datetime) -> lis
                     page,
                     LOCATIONS[visit.person % len(LOCATIONS)],
                     AGENTS[visit.person % len(AGENTS)],
+                    channel=channel_of(source, medium, campaign, visit.referrer_host),
                 )
             )
     out.sort(key=lambda event: event.received_at)

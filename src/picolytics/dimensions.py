@@ -29,6 +29,7 @@ VisitDimension = Literal[
     "exit_page",
     "source",
     "referrer",
+    "channel",
     "utm_source",
     "utm_medium",
     "utm_campaign",
@@ -79,6 +80,9 @@ VISIT_COLUMNS: Final[dict[VisitDimension, str]] = {
         " WHEN s.referrer_host <> '' THEN s.referrer_host ELSE '(direct)' END"
     ),
     "referrer": "s.referrer_host",
+    # Decided at ingest from the first event's tags and referrer (enrich/channels.py);
+    # '' for visits stored before sql/0013_channels.sql.
+    "channel": "s.channel",
     "utm_source": "s.utm_source",
     "utm_medium": "s.utm_medium",
     "utm_campaign": "s.utm_campaign",

@@ -131,6 +131,10 @@ class QueuedEvent:
     page: PageEvent
     location: Location
     agent: Agent
+    # The visit's acquisition channel if this event opens one ("Organic Search"...:
+    # enrich/channels.py, from page's utm tags and referrer). "" when not decided, as
+    # for events made outside ingest; stored as the visit's channel, shown "(not set)".
+    channel: str = ""
 
     @property
     def path(self) -> str:

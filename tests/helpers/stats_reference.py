@@ -37,6 +37,7 @@ SESSION_COLUMNS: Final[dict[str, str]] = {
     "entry_page": "entry_path",
     "exit_page": "exit_path",
     "referrer": "referrer_host",
+    "channel": "channel",
     "utm_source": "utm_source",
     "utm_medium": "utm_medium",
     "utm_campaign": "utm_campaign",

@@ -35,7 +35,7 @@ PROPERTIES: Final[dict[str, Dimension | None]] = {
     "event:goal": "goal",
     "event:hostname": None,
     "visit:source": "source",
-    "visit:channel": None,
+    "visit:channel": "channel",
     "visit:referrer": "referrer",
     "visit:entry_page": "entry_page",
     "visit:exit_page": "exit_page",
@@ -55,7 +55,6 @@ PROPERTIES: Final[dict[str, Dimension | None]] = {
 }
 GAPS: Final[dict[str, str]] = {
     "event:hostname": "event:hostname has no dimension in picolytics yet",
-    "visit:channel": "visit:channel has no dimension in picolytics yet",
     "visit:region": (
         "visit:region is Plausible's ISO 3166-2 code; picolytics stores the English name"
     ),

@@ -3,8 +3,8 @@
 `PLAUSIBLE_DIMENSIONS` maps each name Plausible accepts (`visit:country`, `event:page`;
 `event:props:KEY` and the `time` dimensions are handled apart) onto the query layer's
 dimension (dimensions.py; `event:goal` is `goal`, the site's goals by display name), or
-onto None where picolytics has none yet (`visit:channel`, `event:hostname`...): those
-names are accepted and kept, so a caller can tell "not supported yet" from "invalid".
+onto None where picolytics has none yet (`event:hostname`, `visit:entry_page_hostname`...):
+those names are accepted and kept, so a caller can tell "not supported yet" from "invalid".
 `dimension` reads one name.
 
 Values differ in spelling only where Plausible shows an empty value by a name of its
@@ -51,7 +51,7 @@ PLAUSIBLE_DIMENSIONS: Final[dict[str, DimensionInfo]] = {
     "visit:entry_page_hostname": _visit(None, session=True),
     "visit:exit_page_hostname": _visit(None, session=True),
     "visit:source": _visit("source"),
-    "visit:channel": _visit(None),
+    "visit:channel": _visit("channel"),
     "visit:referrer": _visit("referrer"),
     "visit:utm_medium": _visit("utm_medium"),
     "visit:utm_source": _visit("utm_source"),
@@ -129,6 +129,7 @@ DIRECT: Final = "(direct)"  # the source of a visit without campaign or referrer
 _EMPTY: Final[dict[Dimension, str]] = {
     "source": NO_REFERRER,
     "referrer": NO_REFERRER,
+    "channel": NOT_SET,  # visits stored before channels were (sql/0013_channels.sql)
     "utm_medium": NOT_SET,
     "utm_source": NOT_SET,
     "utm_campaign": NOT_SET,

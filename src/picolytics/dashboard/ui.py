@@ -145,6 +145,9 @@ def shell(
         "<noscript><p>The dashboard needs JavaScript. Its numbers are also in the Stats "
         "API and <code>picolytics report</code>.</p></noscript>"
         '<div id="app" aria-busy="true"></div></main>'
+        # The free DB-IP database asks for this wherever its data is shown (README).
+        '<footer class="attribution"><a href="https://db-ip.com">IP Geolocation by DB-IP</a>'
+        "</footer>"
         f'<script type="application/json" id="picolytics-config">{_json_block(config)}</script>'
         "</body></html>\n"
     )

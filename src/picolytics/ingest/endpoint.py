@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from picolytics.accounting import RejectReason
 from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
+from picolytics.enrich.channels import channel_of
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache, SaltUnavailableError
 from picolytics.events import BotHit, EventNames, PageEvent, QueuedEvent, new_id
@@ -239,6 +240,9 @@ class Ingest:
             page=page,
             location=self.geo.lookup(ip),
             agent=agent,
+            channel=channel_of(
+                page.utm_source, page.utm_medium, page.utm_campaign, page.referrer_host
+            ),
         )
         if not self.pipeline.offer(event):
             raise Rejected("queue_full", 503, "queue full, try again later", RETRY_AFTER)

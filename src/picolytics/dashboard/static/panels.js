@@ -47,8 +47,8 @@ function tab(id, label, dimensions, extra = {}) {
   return { id, label, dimensions, ...extra };
 }
 
-// Channels are asked like the rest: while the Stats API refuses visit:channel, the
-// tab hides itself at its first click (load, below).
+// Channels are asked like the rest (docs/channels.md); a tab the Stats API refuses
+// hides itself at its first click (load, below).
 export const CARDS = [
   { id: "sources", title: "Sources", tabs: [
     tab("sources", "Sources", ["visit:source"]),
