@@ -247,6 +247,10 @@ CROSS JOIN LATERAL (
                  %(now)s::timestamptz
                  - make_interval(secs => (a.n + a.custom::int - 1) * a.gap + 1)) AS started
 ) b
+-- In order of start, as live ingest writes them: a day's visits (and, read in this
+-- order, its events) sit together on disk. In generated order a day's 120 k visits
+-- were spread over the whole table, and reading them raw took 5x as long.
+ORDER BY b.started
 """
 
 # The events of each visit, at even gaps from its start to its last event: a load,
