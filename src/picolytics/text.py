@@ -1,4 +1,5 @@
-"""Text from clients made safe to store: one rule for every field, request or lookup."""
+"""Text from clients made safe to store and compare: one rule for every field, request
+or lookup (`sanitize_text`), and one spelling of a site's domain (`normalise_domain`)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,14 @@ def sanitize_text(value: str, max_length: int) -> str:
     if len(value) > max_length:
         value = value[:max_length].rstrip()
     return value
+
+
+def normalise_domain(name: str) -> str:
+    """A domain spelt as sites.domain spells it: lowercase, IDNA, without "www." or a
+    trailing dot. What cannot be IDNA-encoded is kept as typed (lowercased), so a
+    lookup of it simply finds no site."""
+    domain = name.strip().lower().rstrip(".").removeprefix("www.")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain

@@ -6,25 +6,15 @@ are known (docs/api-keys.md).
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from picolytics.cli.common import config_of
+from picolytics.cli.common import JSON_FLAG, aligned, config_of, echo_listing, iso, when
 from picolytics.storage import api_keys
 from picolytics.storage.database import database_conninfo
 
 COLUMNS = ("name", "key", "sites", "created", "revoked")
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
 
 
 def _sites(key: api_keys.ApiKey) -> str:
@@ -33,17 +23,11 @@ def _sites(key: api_keys.ApiKey) -> str:
 
 def table(keys: list[api_keys.ApiKey]) -> list[str]:
     """`picolytics api-key list` for a terminal: one aligned line per key."""
-    if not keys:
-        return ["no API keys yet (`picolytics api-key create --name NAME`)"]
     rows = [
-        (key.name, key.prefix + "...", _sites(key), _when(key.created_at), _when(key.revoked_at))
+        (key.name, key.prefix + "...", _sites(key), when(key.created_at), when(key.revoked_at))
         for key in keys
     ]
-    widths = [max(len(row[n]) for row in [COLUMNS, *rows]) for n in range(len(COLUMNS))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [COLUMNS, *rows]
-    ]
+    return aligned(COLUMNS, rows, "no API keys yet (`picolytics api-key create --name NAME`)")
 
 
 def document(keys: list[api_keys.ApiKey]) -> list[dict[str, Any]]:
@@ -53,8 +37,8 @@ def document(keys: list[api_keys.ApiKey]) -> list[dict[str, Any]]:
             "name": key.name,
             "prefix": key.prefix,
             "sites": list(key.sites) if key.sites else None,
-            "created_at": _iso(key.created_at),
-            "revoked_at": _iso(key.revoked_at) if key.revoked_at else None,
+            "created_at": iso(key.created_at),
+            "revoked_at": iso(key.revoked_at),
         }
         for key in keys
     ]
@@ -92,19 +76,15 @@ def create_command(ctx: click.Context, name: str, sites: tuple[str, ...]) -> Non
 
 
 @group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@JSON_FLAG
 @click.pass_context
 def list_command(ctx: click.Context, as_json: bool) -> None:
     """Every key: name, first characters, sites, created, revoked."""
 
-    config = config_of(ctx)
-    with database_conninfo(config) as conninfo:
-        keys = api_keys.connected(conninfo, api_keys.list_keys)
-    if as_json:
-        click.echo(json.dumps(document(keys), indent=2, ensure_ascii=False))
-        return
-    for line in table(keys):
-        click.echo(line)
+    def fetch(conninfo: str) -> list[api_keys.ApiKey]:
+        return api_keys.connected(conninfo, api_keys.list_keys)
+
+    echo_listing(ctx, as_json, fetch, table, document)
 
 
 @group.command("revoke")
@@ -121,4 +101,4 @@ def revoke_command(ctx: click.Context, name: str) -> None:
     if revoked_now:
         click.echo(f"API key {key.name!r} ({key.prefix}...) revoked")
     else:
-        click.echo(f"API key {key.name!r} was revoked already, at {_when(key.revoked_at)}")
+        click.echo(f"API key {key.name!r} was revoked already, at {when(key.revoked_at)}")

@@ -1,16 +1,26 @@
 """What every command shares: the group class that turns picolytics' errors into one
-clean line and an exit code, and the loading of the configuration."""
+clean line and an exit code, the loading of the configuration, and the `list [--json]`
+commands' printing (rows fetched over the configured database, shown as an aligned
+table or as JSON, times in UTC)."""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import click
 
 from picolytics.config import Config, load_config
 from picolytics.errors import PicolyticsError
 from picolytics.logs import configure_logging
+from picolytics.storage.database import database_conninfo
+
+R = TypeVar("R")
+
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 class PicolyticsGroup(click.Group):
@@ -29,3 +39,44 @@ def config_of(ctx: click.Context) -> Config:
     config = load_config(ctx.find_root().params.get("config_file"), os.environ)
     configure_logging(config.log_format, config.debug)
     return config
+
+
+def when(moment: datetime | None) -> str:
+    """A time for a table: minutes in UTC, or "-" for none."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time for JSON: ISO 8601 in UTC, or null for none."""
+    return moment.astimezone(UTC).isoformat() if moment else None
+
+
+def aligned(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> list[str]:
+    """A header and rows in aligned columns, for a terminal; `empty` alone if no rows."""
+    if not rows:
+        return [empty]
+    every = [tuple(columns), *(tuple(row) for row in rows)]
+    widths = [max(len(row[n]) for row in every) for n in range(len(columns))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in every
+    ]
+
+
+def echo_listing(
+    ctx: click.Context,
+    as_json: bool,
+    fetch: Callable[[str], R],
+    table: Callable[[R], list[str]],
+    document: Callable[[R], list[dict[str, Any]]],
+) -> None:
+    """A `list` command: `fetch(conninfo)` from the configured database, then print it
+    as `table` lines, or with --json as `document`, indented, non-ASCII kept."""
+    config = config_of(ctx)
+    with database_conninfo(config) as conninfo:
+        found = fetch(conninfo)
+    if as_json:
+        click.echo(json.dumps(document(found), indent=2, ensure_ascii=False))
+        return
+    for line in table(found):
+        click.echo(line)

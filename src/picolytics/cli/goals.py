@@ -3,30 +3,24 @@ docs/goals.md)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from picolytics.cli.common import config_of
-from picolytics.report.query import normalise_site
+from picolytics.cli.common import JSON_FLAG, aligned, config_of, echo_listing
 from picolytics.storage import goals
 from picolytics.storage.database import database_conninfo
 from picolytics.storage.goals import Goal
+from picolytics.text import normalise_domain
 
 COLUMNS = ("domain", "name", "kind", "definition")
 
 
 def table(found: list[Goal]) -> list[str]:
     """`picolytics goal list` for a terminal: one aligned line per goal."""
-    if not found:
-        return ["no goals yet (add one with `picolytics goal add DOMAIN --event NAME`)"]
     rows = [(goal.domain, goal.display_name, goal.kind, goal.definition) for goal in found]
-    widths = [max(len(row[n]) for row in [COLUMNS, *rows]) for n in range(len(COLUMNS))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [COLUMNS, *rows]
-    ]
+    empty = "no goals yet (add one with `picolytics goal add DOMAIN --event NAME`)"
+    return aligned(COLUMNS, rows, empty)
 
 
 def document(found: list[Goal]) -> list[dict[str, Any]]:
@@ -79,7 +73,7 @@ def add_command(
     """
 
     new = goals.definition(event, page, name)  # checked before connecting
-    site = normalise_site(domain)
+    site = normalise_domain(domain)
     config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         added = goals.connected(conninfo, lambda connection: goals.add_goal(connection, site, new))
@@ -88,20 +82,17 @@ def add_command(
 
 @group.command("list")
 @click.argument("domain", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@JSON_FLAG
 @click.pass_context
 def list_command(ctx: click.Context, domain: str | None, as_json: bool) -> None:
     """The goals of one site, or of every site."""
 
-    site = normalise_site(domain) if domain is not None else None
-    config = config_of(ctx)
-    with database_conninfo(config) as conninfo:
-        found = goals.connected(conninfo, lambda connection: goals.list_goals(connection, site))
-    if as_json:
-        click.echo(json.dumps(document(found), indent=2, ensure_ascii=False))
-        return
-    for line in table(found):
-        click.echo(line)
+    site = normalise_domain(domain) if domain is not None else None
+
+    def fetch(conninfo: str) -> list[Goal]:
+        return goals.connected(conninfo, lambda connection: goals.list_goals(connection, site))
+
+    echo_listing(ctx, as_json, fetch, table, document)
 
 
 @group.command("remove")
@@ -115,7 +106,7 @@ def remove_command(ctx: click.Context, domain: str, name: str) -> None:
     the events and pageviews it counted stay.
     """
 
-    site = normalise_site(domain)
+    site = normalise_domain(domain)
     config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         removed = goals.connected(

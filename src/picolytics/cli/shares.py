@@ -8,13 +8,12 @@ embeddable variant (`?embed=true`, for an iframe on another site).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from picolytics.cli.common import config_of
-from picolytics.cli.users import PASSWORD_STDIN, aligned, iso, read_password, when
+from picolytics.cli.common import JSON_FLAG, aligned, config_of, echo_listing, iso, when
+from picolytics.cli.users import PASSWORD_STDIN, read_password
 from picolytics.storage import accounts, shares
 from picolytics.storage.database import database_conninfo
 from picolytics.storage.shares import Share
@@ -24,8 +23,6 @@ COLUMNS = ("id", "site", "password", "created", "revoked")
 
 def table(found: list[Share]) -> list[str]:
     """`picolytics share list` for a terminal."""
-    if not found:
-        return ["no shared links yet (`picolytics share create DOMAIN`)"]
     rows = [
         (
             str(share.share_id),
@@ -36,7 +33,7 @@ def table(found: list[Share]) -> list[str]:
         )
         for share in found
     ]
-    return aligned(COLUMNS, rows)
+    return aligned(COLUMNS, rows, "no shared links yet (`picolytics share create DOMAIN`)")
 
 
 def document(found: list[Share]) -> list[dict[str, Any]]:
@@ -89,19 +86,15 @@ def create_command(ctx: click.Context, domain: str, ask: bool, password_stdin: b
 
 
 @group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@JSON_FLAG
 @click.pass_context
 def list_command(ctx: click.Context, as_json: bool) -> None:
     """Every link: id, site, whether it has a password, created, revoked."""
 
-    config = config_of(ctx)
-    with database_conninfo(config) as conninfo:
-        found = accounts.connected(conninfo, shares.list_shares)
-    if as_json:
-        click.echo(json.dumps(document(found), indent=2, ensure_ascii=False))
-        return
-    for line in table(found):
-        click.echo(line)
+    def fetch(conninfo: str) -> list[Share]:
+        return accounts.connected(conninfo, shares.list_shares)
+
+    echo_listing(ctx, as_json, fetch, table, document)
 
 
 @group.command("revoke")

@@ -8,15 +8,12 @@ user of the machine could read in the process list. Only its hash is stored.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from picolytics.cli.common import config_of
+from picolytics.cli.common import JSON_FLAG, aligned, config_of, echo_listing, iso, when
 from picolytics.errors import AccountOptionError
 from picolytics.storage import accounts
 from picolytics.storage.database import database_conninfo
@@ -28,24 +25,6 @@ PASSWORD_STDIN = click.option(
     is_flag=True,
     help="Read the password from the first line of standard input instead of a prompt.",
 )
-
-
-def when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment else None
-
-
-def aligned(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A header and rows in aligned columns, for a terminal."""
-    every = [tuple(columns), *(tuple(row) for row in rows)]
-    widths = [max(len(row[n]) for row in every) for n in range(len(columns))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in every
-    ]
 
 
 def read_password(from_stdin: bool, prompt: str = "Password") -> str:
@@ -67,13 +46,11 @@ def read_password(from_stdin: bool, prompt: str = "Password") -> str:
 
 def table(found: list[accounts.Listing]) -> list[str]:
     """`picolytics user list` for a terminal."""
-    if not found:
-        return ["no dashboard accounts yet (`picolytics user add EMAIL`)"]
     rows = [
         (item.user.email, when(item.user.created_at), str(item.sessions), when(item.last_seen_at))
         for item in found
     ]
-    return aligned(COLUMNS, rows)
+    return aligned(COLUMNS, rows, "no dashboard accounts yet (`picolytics user add EMAIL`)")
 
 
 def document(found: list[accounts.Listing]) -> list[dict[str, Any]]:
@@ -113,19 +90,15 @@ def add_command(ctx: click.Context, email: str, password_stdin: bool) -> None:
 
 
 @group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@JSON_FLAG
 @click.pass_context
 def list_command(ctx: click.Context, as_json: bool) -> None:
     """Every account: e-mail, created, live sessions, last seen."""
 
-    config = config_of(ctx)
-    with database_conninfo(config) as conninfo:
-        found = accounts.connected(conninfo, accounts.list_users)
-    if as_json:
-        click.echo(json.dumps(document(found), indent=2, ensure_ascii=False))
-        return
-    for line in table(found):
-        click.echo(line)
+    def fetch(conninfo: str) -> list[accounts.Listing]:
+        return accounts.connected(conninfo, accounts.list_users)
+
+    echo_listing(ctx, as_json, fetch, table, document)
 
 
 @group.command("remove")

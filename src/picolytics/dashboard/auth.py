@@ -13,37 +13,29 @@
 
 Each request opens one connection of its own (autocommit), as the Stats API does; an
 unreachable database is a 503 page. The clock, the throttle and the client address
-(`client_of`; serve/ passes the one behind trusted proxies) are injected.
+(`client_of`; serve/ passes the one behind trusted proxies) are injected; what the
+login shares with a shared link's password is dashboard/password_forms.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
-import psycopg
-from psycopg import AsyncConnection
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from picolytics.dashboard import pages
-from picolytics.dashboard.pages import FormRefused, alert, form, page, read_form, text_input
+from picolytics.dashboard.pages import alert, form, page, read_form, text_input
+from picolytics.dashboard.password_forms import EXPIRED_FORM, PasswordForms
 from picolytics.dashboard.session import (
     SESSION_COOKIE,
     clear_session_cookie,
     csrf_ok,
     current_session,
     form_csrf_ok,
-    form_token,
-    is_https,
-    peer_address,
-    set_form_cookie,
     set_session_cookie,
 )
-from picolytics.dashboard.throttle import LoginThrottle
 from picolytics.errors import AccountOptionError
 from picolytics.storage import accounts
 from picolytics.storage.passwords import normalise_email
@@ -54,13 +46,11 @@ LOGOUT_PATH: Final = "/dashboard/logout"
 SETUP_PATH: Final = "/dashboard/setup"
 WRONG: Final = "Wrong e-mail address or password."
 TOO_MANY: Final = "Too many failed logins. Please try again in {wait}."
-EXPIRED_FORM: Final = "This form has expired. Please send it again."
 DIFFERENT: Final = "The two passwords are not the same."
 INVALID_SETUP: Final = (
     "This setup link cannot be used: it was used already, it has expired, or an account "
     "exists. Run `picolytics user add EMAIL` on the server instead."
 )
-UNAVAILABLE: Final = "The database is unavailable. Please try again later."
 
 
 def safe_next(target: str) -> str:
@@ -74,25 +64,8 @@ def _sentence(error: AccountOptionError) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-class DashboardAuth:
+class DashboardAuth(PasswordForms):
     """The login, logout and setup handlers; `routes()` is what the app mounts."""
-
-    def __init__(
-        self,
-        conninfo: str,
-        *,
-        session_days: int = 14,
-        force_secure: bool = False,
-        client_of: Callable[[Request], str] = peer_address,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        throttle: LoginThrottle | None = None,
-    ) -> None:
-        self.conninfo = conninfo
-        self.lifetime = timedelta(days=session_days)
-        self.force_secure = force_secure
-        self.client_of = client_of
-        self.clock = clock
-        self.throttle = throttle or LoginThrottle()
 
     def routes(self) -> list[Route]:
         return [
@@ -102,44 +75,6 @@ class DashboardAuth:
             Route(SETUP_PATH, self._guard(self.setup_page), methods=["GET", "HEAD"]),
             Route(SETUP_PATH, self._guard(self.setup), methods=["POST"]),
         ]
-
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except FormRefused as refused:
-                return page("Error", pages.message(refused.message), refused.status)
-            except ClientDisconnect:
-                return Response(status_code=400)  # nobody is there to read it
-            except psycopg.Error:
-                return page("Unavailable", pages.message(UNAVAILABLE), 503)
-
-        return guarded
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        async with await AsyncConnection.connect(self.conninfo, autocommit=True) as connection:
-            yield connection
-
-    def _secure(self, request: Request) -> bool:
-        return is_https(request, self.force_secure)
-
-    def _form_page(
-        self,
-        request: Request,
-        title: str,
-        build: Callable[[str], str],
-        status: int = 200,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        """A page whose form carries this browser's pre-session CSRF token."""
-        token, new = form_token(request)
-        response = page(title, build(token), status, headers)
-        if new:
-            set_form_cookie(response, token, secure=self._secure(request))
-        return response
 
     def _login_form(
         self,
@@ -173,24 +108,19 @@ class DashboardAuth:
         fields = await read_form(request)
         email, password = fields.get("email", ""), fields.get("password", "")
         target = safe_next(fields.get("next", ""))
-        if not form_csrf_ok(request, fields):
-            return self._login_form(
-                request, status=403, error=EXPIRED_FORM, email=email, target=target
-            )
         try:
             account = normalise_email(email)
         except AccountOptionError:
             account = email.strip().casefold()
-        client = self.client_of(request)
-        wait = self.throttle.attempt(account, client)
-        if wait:
+        refused = self._refusal(request, fields, account, TOO_MANY)
+        if refused:
             return self._login_form(
                 request,
-                status=429,
-                error=TOO_MANY.format(wait=pages.seconds(wait)),
+                status=refused.status,
+                error=refused.message,
                 email=email,
                 target=target,
-                headers={"Retry-After": str(wait)},
+                headers=refused.headers,
             )
         async with self._connection() as connection:
             user = await accounts.authenticate(connection, email, password)
@@ -198,7 +128,7 @@ class DashboardAuth:
                 return self._login_form(
                     request, status=401, error=WRONG, email=email, target=target
                 )
-            self.throttle.succeeded(account, client)
+            self._succeeded(request, account)
             now = self.clock()
             await accounts.expire(connection, now)
             token = await accounts.create_session(connection, user, now, self.lifetime)

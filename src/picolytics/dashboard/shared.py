@@ -9,8 +9,9 @@ cookie `picolytics_share` on the link's own path for DASHBOARD_SESSION_DAYS.
 That cookie needs no table: it is the time it ends and an HMAC of the link and that
 time, keyed by the password's stored hash, which never leaves the server. It cannot
 be made from the link's token or the password alone, and it stops working when the
-link is revoked. The form has the login's protections: a pre-session CSRF token
-(dashboard/session.py) and the throttle (dashboard/throttle.py), per link and client.
+link is revoked. The form has the login's protections, from dashboard/password_forms.py:
+a pre-session CSRF token (dashboard/session.py) and the throttle (dashboard/throttle.py),
+per link and client.
 An embedded view (`?embed=true`) cannot ask for a password: a page in another site's
 frame gets no SameSite=Lax cookie, so only links without a password are embeddable.
 """
@@ -20,26 +21,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
-import psycopg
 from psycopg import AsyncConnection
-from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from picolytics.dashboard import pages
-from picolytics.dashboard.session import (
-    form_csrf_ok,
-    form_token,
-    is_https,
-    peer_address,
-    set_form_cookie,
-)
-from picolytics.dashboard.throttle import LoginThrottle
+from picolytics.dashboard.password_forms import PasswordForms
 from picolytics.storage import shares
 from picolytics.storage.shares import FoundShare, Share
 
@@ -93,28 +85,11 @@ async def shared_view(
     return SharedView(found.share, unlocked(found, cookie, now or datetime.now(UTC)))
 
 
-class SharePasswords:
+class SharePasswords(PasswordForms):
     """GET/POST /share/TOKEN/password: the form of a link's password."""
 
-    def __init__(
-        self,
-        conninfo: str,
-        *,
-        session_days: int = 14,
-        force_secure: bool = False,
-        client_of: Callable[[Request], str] = peer_address,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        throttle: LoginThrottle | None = None,
-    ) -> None:
-        self.conninfo = conninfo
-        self.lifetime = timedelta(days=session_days)
-        self.force_secure = force_secure
-        self.client_of = client_of
-        self.clock = clock
-        self.throttle = throttle or LoginThrottle()
-
     def routes(self) -> list[Route]:
-        return [Route(GATE_ROUTE, self.handle, methods=["GET", "HEAD", "POST"])]
+        return [Route(GATE_ROUTE, self._guard(self._answer), methods=["GET", "HEAD", "POST"])]
 
     def _form(
         self,
@@ -124,34 +99,19 @@ class SharePasswords:
         error: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        csrf, new = form_token(request)
-        inputs = [pages.text_input("Password", "password", "password", "current-password")]
-        body = pages.alert(error) + pages.form(
-            GATE_ROUTE.format(token=token), {"csrf": csrf}, inputs, "Show the dashboard"
-        )
-        response = pages.page("Password", body, status, headers)
-        if new:
-            path = shares.share_path(token)
-            set_form_cookie(response, csrf, secure=self._secure(request), path=path)
-        return response
+        def build(csrf: str) -> str:
+            inputs = [pages.text_input("Password", "password", "password", "current-password")]
+            return pages.alert(error) + pages.form(
+                GATE_ROUTE.format(token=token), {"csrf": csrf}, inputs, "Show the dashboard"
+            )
 
-    def _secure(self, request: Request) -> bool:
-        return is_https(request, self.force_secure)
-
-    async def handle(self, request: Request) -> Response:
-        try:
-            return await self._answer(request)
-        except pages.FormRefused as refused:
-            return pages.page("Error", pages.message(refused.message), refused.status)
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is there to read it
-        except psycopg.Error:
-            return pages.page("Unavailable", pages.message("The database is unavailable."), 503)
+        path = shares.share_path(token)
+        return self._form_page(request, "Password", build, status, headers, cookie_path=path)
 
     async def _answer(self, request: Request) -> Response:
         token = request.path_params["token"]
         fields = await pages.read_form(request) if request.method == "POST" else None
-        async with await AsyncConnection.connect(self.conninfo, autocommit=True) as connection:
+        async with self._connection() as connection:
             found = await shares.find(connection, token)
         if found is None:
             return pages.page("Not found", pages.message(NOT_FOUND), 404)
@@ -164,16 +124,13 @@ class SharePasswords:
     async def _check(
         self, request: Request, token: str, found: FoundShare, fields: dict[str, str]
     ) -> Response:
-        if not form_csrf_ok(request, fields):
-            return self._form(request, token, 403, "This form has expired. Please send it again.")
-        account, client = f"share {found.share.share_id}", self.client_of(request)
-        wait = self.throttle.attempt(account, client)
-        if wait:
-            message, retry = TOO_MANY.format(wait=pages.seconds(wait)), {"Retry-After": str(wait)}
-            return self._form(request, token, 429, message, retry)
+        account = f"share {found.share.share_id}"
+        refused = self._refusal(request, fields, account, TOO_MANY)
+        if refused:
+            return self._form(request, token, refused.status, refused.message, refused.headers)
         if not await shares.password_matches(found, fields.get("password", "")):
             return self._form(request, token, 401, WRONG)
-        self.throttle.succeeded(account, client)
+        self._succeeded(request, account)
         back = RedirectResponse(shares.share_path(token), 303)
         back.set_cookie(
             SHARE_COOKIE,

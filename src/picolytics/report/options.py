@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from picolytics.errors import ReportOptionError
 from picolytics.report.model import Period
 from picolytics.stats.query import MAX_PERIOD_DAYS
+from picolytics.text import normalise_domain
 
 DEFAULT_DAYS = 7
 MAX_DAYS = MAX_PERIOD_DAYS
@@ -75,10 +76,5 @@ def resolve_period(days: int | None, first: str | None, last: str | None, today:
     return PeriodOptions(days, first, last).resolve(today)
 
 
-def normalise_site(name: str) -> str:
-    """Compare like the tracked domains: lowercase, IDNA, without "www."."""
-    domain = name.strip().lower().rstrip(".").removeprefix("www.")
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
+# `--site` compares like the tracked domains: the one rule, shared with storage/.
+normalise_site = normalise_domain

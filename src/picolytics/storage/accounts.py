@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection
 
-from picolytics.errors import AccountError, AccountOptionError, first_line
+from picolytics.errors import AccountError, AccountOptionError
+from picolytics.storage import database
 from picolytics.storage.passwords import (
     DUMMY_HASH,
     MAX_PASSWORD,
@@ -187,13 +188,13 @@ def set_password(connection: Connection, email: str, password: str) -> int:
 
 def connected(conninfo: str, action: Callable[[Connection], T]) -> T:
     """Run `action` on a new connection; a database failure becomes an AccountError."""
-    try:
-        with psycopg.connect(conninfo) as connection:
-            return action(connection)
-    except psycopg.Error as error:
-        raise AccountError(
-            f"cannot read or change the dashboard accounts or shared links: {first_line(error)}"
-        ) from None
+    return database.connected(
+        conninfo,
+        action,
+        lambda detail: AccountError(
+            f"cannot read or change the dashboard accounts or shared links: {detail}"
+        ),
+    )
 
 
 # -- the server: logins, sessions, the setup link --------------------------------------

@@ -24,11 +24,15 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection, errors
 
+from picolytics import text
 from picolytics.errors import ApiKeyError, ApiKeyOptionError
 from picolytics.storage import database
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
+# A key's sites are spelt as sites.domain spells them: text.py's one rule, named here
+# too because api/ reads it from this module.
+normalise_domain = text.normalise_domain
 
 KEY_PREFIX = "pico_"
 SECRET_BYTES = 32
@@ -79,16 +83,6 @@ class NewKey:
 def _key_of(row: Sequence[Any]) -> ApiKey:
     key_id, name, prefix, sites, created_at, revoked_at = row
     return ApiKey(key_id, name, prefix, tuple(sites) if sites else None, created_at, revoked_at)
-
-
-def normalise_domain(name: str) -> str:
-    """A domain spelt as sites.domain spells it: lowercase, IDNA, without "www."
-    (as report/options.py and ingest/urls.py do)."""
-    domain = name.strip().lower().rstrip(".").removeprefix("www.")
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
 
 
 def key_hash(presented: str) -> bytes:

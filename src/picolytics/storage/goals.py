@@ -8,7 +8,7 @@ event's name for an event goal. Within a site the definition and the display nam
 each unique (sql/0010_goals.sql), so a goal can be asked for by its name.
 
 Domains are taken as sites.domain spells them; the CLI normalises what users type
-(report/options.py, `normalise_site`) before calling in here.
+(text.py, `normalise_domain`) before calling in here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import psycopg
 from picolytics.errors import GoalError, GoalOptionError
 from picolytics.events import BUILTIN_NAMES
 from picolytics.storage import database
-from picolytics.storage.sites_admin import unknown_site
+from picolytics.storage.sites_admin import NO_TABLES, unknown_site
 from picolytics.text import sanitize_text
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -145,10 +145,7 @@ def _check_schema(connection: Connection) -> None:
     row = connection.execute(SCHEMA_STATE).fetchone()
     has_sites, has_goals = row if row else (False, False)
     if not has_sites:
-        raise GoalError(
-            "the database has no picolytics tables yet "
-            "(run `picolytics migrate`, or `picolytics serve` to start collecting)"
-        )
+        raise GoalError(NO_TABLES)
     if not has_goals:
         raise GoalError("the database has no goals table yet: run `picolytics migrate` first")
 

@@ -24,7 +24,6 @@ from psycopg import AsyncConnection
 
 from picolytics.errors import AccountError, AccountOptionError
 from picolytics.storage.accounts import Connection
-from picolytics.storage.api_keys import normalise_domain
 from picolytics.storage.passwords import (
     check_password,
     hash_password,
@@ -34,6 +33,7 @@ from picolytics.storage.passwords import (
     verify_password,
 )
 from picolytics.storage.sites_admin import unknown_site
+from picolytics.text import normalise_domain
 
 TABLE_EXISTS = "SELECT to_regclass('dashboard_shares') IS NOT NULL"
 SELECT_SITE = "SELECT site_id FROM sites WHERE domain = %s"

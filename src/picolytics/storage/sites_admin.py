@@ -137,14 +137,18 @@ class ZoneChange:
         return self.old != self.new
 
 
+# Said by every administration command (sites, goals) run before the first migration.
+NO_TABLES = (
+    "the database has no picolytics tables yet "
+    "(run `picolytics migrate`, or `picolytics serve` to start collecting)"
+)
+
+
 def _check_schema(connection: Connection) -> None:
     row = connection.execute(SCHEMA_STATE).fetchone()
     has_sites, has_read_model = row if row else (False, False)
     if not has_sites:
-        raise SiteError(
-            "the database has no picolytics tables yet "
-            "(run `picolytics migrate`, or `picolytics serve` to start collecting)"
-        )
+        raise SiteError(NO_TABLES)
     if not has_read_model:
         raise SiteError("the database lacks the sites' time zones: run `picolytics migrate` first")
 
