@@ -841,10 +841,6 @@ def test_bad_goal_queries_say_what_is_wrong(
             "#/dimensions/1: Not supported yet by picolytics: one dimension too many",
         ),
         (
-            body(filters=[["has_done", ["is", "event:page", ["/pricing"]]]]),
-            "#/filters/0: Not supported yet by picolytics: has_done",
-        ),
-        (
             body(
                 dimensions=["visit:country", "visit:city_name"], order_by=[["visit:country", "asc"]]
             ),

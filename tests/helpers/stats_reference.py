@@ -4,8 +4,9 @@ The query layer (src/picolytics/stats/) answers from rollups and raw SQL; this m
 answers the same question from the `sessions` and `events` rows, SELECTed once, by
 evaluating the definitions of docs/read-model.md directly: local days through
 zoneinfo, visitors summed over local days, the two grains, the event-dimension rules,
-every filter operator (regular expressions through Python's `re`, for the patterns
-both engines read alike), time buckets, ordering and paging. It shares no code with
+behavioral filters (has_done over each visit's events), every filter operator
+(regular expressions through Python's `re`, for the patterns both engines read
+alike), time buckets, ordering and paging. It shares no code with
 the engine but the typed Query and Row (the question and the shape of the answer) and
 the event rules of picolytics.events (which tests/test_sql_rules.py ties to SQL).
 
@@ -30,7 +31,7 @@ import psycopg
 
 from picolytics.dimensions import EVENT_DIMENSIONS, PARENT_OF, Dimension, Metric
 from picolytics.events import counts_as_pageview, is_custom_event
-from picolytics.stats.query import And, Condition, Filter, Not, Or, Query, Row
+from picolytics.stats.query import And, Condition, Filter, HasDone, Not, Or, Query, Row
 
 # Columns of `sessions` behind each visit dimension ("source" is derived, below).
 SESSION_COLUMNS: Final[dict[str, str]] = {
@@ -258,10 +259,24 @@ def event_matches(condition: Condition, event: RawEvent) -> bool:
     return value is not None and holds(condition, value)
 
 
+def has_done(filter_: HasDone, session: RawSession | None, events: Sequence[RawEvent]) -> bool:
+    """has_done: one of the visit's pageviews or custom events (whenever received) passes
+    the inner filter by itself; has_not_done: none does. A session without a pageview
+    is no visit: it has done nothing, so it passes every has_not_done."""
+    done = (
+        session is not None
+        and session.pageviews > 0
+        and any(e.counted and event_passes(filter_.filter, e, session) for e in events)
+    )
+    return not done if filter_.negated else done
+
+
 def visit_passes(filter_: Filter, session: RawSession, events: Sequence[RawEvent]) -> bool:
     """Does a visit pass a filter (visit grain)? A visit dimension is the visit's value;
     an event dimension holds when at least one of the visit's pageviews or custom events
     matches. Fine print: any of the visit's events counts, also one outside the period."""
+    if isinstance(filter_, HasDone):
+        return has_done(filter_, session, events)
     if isinstance(filter_, Condition):
         if is_event_dimension(filter_.dimension):
             return any(event_matches(filter_, event) for event in events)
@@ -274,10 +289,19 @@ def visit_passes(filter_: Filter, session: RawSession, events: Sequence[RawEvent
     return not visit_passes(filter_.filter, session, events)
 
 
-def event_passes(filter_: Filter, event: RawEvent, session: RawSession | None) -> bool:
+def event_passes(
+    filter_: Filter,
+    event: RawEvent,
+    session: RawSession | None,
+    session_events: Sequence[RawEvent] = (),
+) -> bool:
     """Does an event pass a filter (event grain)? An event dimension is the event's own
-    match; a visit dimension is the value of the event's visit. Fine print: an event whose
-    session is not a visit (no pageview) has no visit, so no visit value holds for it."""
+    match; a visit dimension is the value of the event's visit; a behavioral filter is
+    that of its visit (`session_events`: every event of the session). Fine print: an
+    event whose session is not a visit (no pageview) has no visit, so no visit value
+    holds for it."""
+    if isinstance(filter_, HasDone):
+        return has_done(filter_, session, session_events)
     if isinstance(filter_, Condition):
         if is_event_dimension(filter_.dimension):
             return event_matches(filter_, event)
@@ -285,11 +309,11 @@ def event_passes(filter_: Filter, event: RawEvent, session: RawSession | None) -
             return False
         return holds(filter_, session.value(filter_.dimension))
     if isinstance(filter_, And):
-        return all(event_passes(f, event, session) for f in filter_.filters)
+        return all(event_passes(f, event, session, session_events) for f in filter_.filters)
     if isinstance(filter_, Or):
-        return any(event_passes(f, event, session) for f in filter_.filters)
+        return any(event_passes(f, event, session, session_events) for f in filter_.filters)
     assert isinstance(filter_, Not)
-    return not event_passes(filter_.filter, event, session)
+    return not event_passes(filter_.filter, event, session, session_events)
 
 
 # -- time --------------------------------------------------------------------------------
@@ -426,7 +450,12 @@ def answer(raw: Raw, query: Query) -> Answer:
         if e.site_id in sites
         and e.counted
         and in_period(e.received_at, query)
-        and (query.filters is None or event_passes(query.filters, e, session_of(e)))
+        and (
+            query.filters is None
+            or event_passes(
+                query.filters, e, session_of(e), raw.events_of.get((e.site_id, e.session_id), ())
+            )
+        )
     ]
     groups: dict[tuple[date | datetime | None, str, str | None], dict[Metric, Any]] = {}
 

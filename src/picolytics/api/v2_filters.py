@@ -229,8 +229,8 @@ def dimension_gap(found: ApiDimension) -> str | None:
     """Why the query layer cannot read Plausible's dimension exactly, or None."""
     if found.planned:
         return f"{found.name} has no dimension in picolytics yet"
-    if found.form == "name":
-        return f"{found.name} is a display name; picolytics stores the country's ISO code"
+    # form "name" (visit:country_name) is answered: api/v2_names.py spells the codes
+    # as names, api/v2_countries.py turns filters on names into filters on codes.
     if found.form == "code":
         return f"{found.name} is Plausible's code; picolytics stores the English name"
     return None
@@ -256,8 +256,5 @@ def _tree_gaps(tree: ApiFilter, at: str, found: list[Unsupported]) -> None:
     elif isinstance(tree, ApiAnd | ApiOr):
         for index, inner in enumerate(tree.filters):
             _tree_gaps(inner, f"{at}/1/{index}", found)
-    elif isinstance(tree, ApiHasDone):
-        name = "has_not_done" if tree.negated else "has_done"
-        found.append(Unsupported(at, f"{name}: the query layer has no behavioral filters"))
-    else:
+    else:  # not, has_done, has_not_done: what is inside
         _tree_gaps(tree.filter, f"{at}/1", found)

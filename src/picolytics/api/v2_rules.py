@@ -8,7 +8,8 @@ metrics go with which dimensions and filters, time labels without a time dimensi
 `check_goal_names` is Plausible's rule that an `is` goal filter names goals the site
 has (the endpoint reads them). `unsupported` lists, with their JSON pointers, the
 parts of a valid query that picolytics cannot answer yet (a second breakdown,
-has_done...), for the endpoint to refuse with a clear message (docs/api-v2.md).
+event:goal with has_done...), for the endpoint to refuse with a clear message
+(docs/api-v2.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from __future__ import annotations
 from typing import Final
 
 from picolytics.api.v2_dates import show
-from picolytics.api.v2_filters import Leaf, Unsupported, dimension_gap, leaves, unsupported_filters
+from picolytics.api.v2_filters import (
+    Leaf,
+    Unsupported,
+    dimension_gap,
+    leaves,
+    unsupported_filters,
+)
 from picolytics.api.v2_names import ApiDimension
 from picolytics.api.v2_query import ApiMetric, ApiQuery
 from picolytics.dimensions import PARENT_OF

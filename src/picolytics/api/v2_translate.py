@@ -14,7 +14,8 @@
   one breakdown by the value, whose rows carry the parent (Row.parent); `columns`
   says which part of a Row each requested dimension reads;
 - filters: `is` with several clauses is our `is` with several values, every operator
-  and its case sensitivity as it is, and/or/not as And/Or/Not, the top level and-ed;
+  and its case sensitivity as it is, and/or/not as And/Or/Not, has_done and
+  has_not_done as HasDone (negated for has_not_done), the top level and-ed;
   `is`/`is_not` clauses in Plausible's spelling of empty values (`(not set)`,
   `Direct / None`) and devices are spelt as stored (api/v2_names.py); `event:goal`
   clauses are goal display names, which the query layer resolves;
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from picolytics.api.v2_conversions import GROUP_RATE, counts_conversions
-from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiNot, ApiOr
+from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiHasDone, ApiNot, ApiOr
 from picolytics.api.v2_names import ApiDimension, stored
 from picolytics.api.v2_query import ApiQuery
 from picolytics.api.v2_rules import child_and_parent
@@ -46,6 +47,7 @@ from picolytics.stats.query import (
     Condition,
     Direction,
     Filter,
+    HasDone,
     Not,
     Or,
     Query,
@@ -166,8 +168,8 @@ def _filter(tree: ApiFilter) -> Filter:
         return And(inner) if isinstance(tree, ApiAnd) else Or(inner)
     if isinstance(tree, ApiNot):
         return Not(_filter(tree.filter))
-    # has_done / has_not_done: ApiQuery.unsupported has them, refused before this.
-    raise ApiRequestError("#/filters", "behavioral filters are not supported yet by picolytics")
+    assert isinstance(tree, ApiHasDone)
+    return HasDone(_filter(tree.filter), tree.negated)
 
 
 def _and(trees: tuple[ApiFilter, ...]) -> Filter | None:

@@ -52,7 +52,17 @@ class Not:
     filter: Filter
 
 
-Filter = Condition | And | Or | Not
+@dataclass(frozen=True, slots=True)
+class HasDone:
+    """A behavioral filter: the visits in which some pageview or custom event matches
+    `filter` (a filter on event dimensions only), or, `negated` (has_not_done), none.
+    On the event grain an event passes when its visit does (docs/read-model.md)."""
+
+    filter: Filter
+    negated: bool = False
+
+
+Filter = Condition | And | Or | Not | HasDone
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,11 @@ Rollups answer, for the days they hold:
   And/Or, but no Not: the segment rollups hold them per segment value. (A Not would
   keep the events of sessions that are no visit, which those rollups do not hold.)
 Everything else reads raw rows for the whole period: a filter on another dimension
-or on two (the rollups hold no other combinations), an hourly series with a breakdown
-or a filter, and `events` by a visit dimension (the events of visits are not rolled
-up by visit value).
+or on two (the rollups hold no other combinations), a behavioral filter (has_done,
+has_not_done: whether a visit had some event is in no rollup, not even when the inner
+filter is on the breakdown's own dimension, as a row of a page is not the visits that
+saw it), an hourly series with a breakdown or a filter, and `events` by a visit
+dimension (the events of visits are not rolled up by visit value).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from picolytics.dimensions import (
     Dimension,
     VisitDimension,
 )
-from picolytics.stats.filters import conditions
-from picolytics.stats.query import Condition, Filter, Not, Query
+from picolytics.stats.filters import behavioral, conditions
+from picolytics.stats.query import Condition, Filter, HasDone, Not, Query
 
 # Metrics of each grain when there is no breakdown.
 _VISIT_TOTALS = frozenset(
@@ -81,6 +83,8 @@ def shape_of(query: Query) -> Shape:
     if query.filters is None:
         rollups = not visit_events and not (hourly and dimension is not None)
         return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups)
+    if behavioral(query.filters):  # the events of each visit: raw rows only
+        return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, False)
     own = all(
         c.dimension == dimension and (dimension != "prop" or c.prop_key == prop_key)
         for c in conditions(query.filters)
@@ -107,7 +111,7 @@ def _segment_of(filters: Filter, dimension: Dimension | None) -> VisitDimension 
 def _has_not(filter_: Filter) -> bool:
     if isinstance(filter_, Condition):
         return False
-    if isinstance(filter_, Not):
+    if isinstance(filter_, Not | HasDone):  # (a HasDone never gets here: raw rows)
         return True
     return any(_has_not(inner) for inner in filter_.filters)
 

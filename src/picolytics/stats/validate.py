@@ -35,6 +35,7 @@ from picolytics.stats.query import (
     And,
     Condition,
     Filter,
+    HasDone,
     Interval,
     Not,
     Operator,
@@ -153,19 +154,32 @@ def _check_dimension(dimension: str, prop_key: str | None, field: str) -> None:
         raise QueryError(f"{field}.prop_key", f"only a prop dimension has a key, not {dimension}")
 
 
-def _check_filter(filter_: Filter, depth: int) -> int:
-    """The filter's number of conditions, once it is checked."""
+def _check_filter(filter_: Filter, depth: int, behavior: bool = False) -> int:
+    """The filter's number of conditions, once it is checked (`behavior`: inside a
+    has_done or has_not_done)."""
     if depth > MAX_DEPTH:
-        raise QueryError("filters", f"And, Or and Not may nest {MAX_DEPTH} deep")
+        raise QueryError("filters", f"And, Or, Not and HasDone may nest {MAX_DEPTH} deep")
+    if isinstance(filter_, HasDone):
+        if behavior:
+            raise QueryError("filters", "has_done and has_not_done cannot be nested")
+        if not isinstance(filter_.negated, bool):
+            raise QueryError("filters", "HasDone.negated is True or False")
+        return _check_filter(filter_.filter, depth + 1, True)
     if isinstance(filter_, Not):
-        return _check_filter(filter_.filter, depth + 1)
+        return _check_filter(filter_.filter, depth + 1, behavior)
     if isinstance(filter_, And | Or):
         if not filter_.filters:
             raise QueryError("filters", f"{type(filter_).__name__} of no filters")
-        return sum(_check_filter(inner, depth + 1) for inner in filter_.filters)
+        return sum(_check_filter(inner, depth + 1, behavior) for inner in filter_.filters)
     if not isinstance(filter_, Condition):
         raise QueryError("filters", f"not a filter: {type(filter_).__name__}")
     _check_dimension(filter_.dimension, filter_.prop_key, "filters")
+    if behavior and filter_.dimension not in (*EVENT_DIMENSIONS, "goal"):
+        raise QueryError(
+            "filters",
+            "has_done and has_not_done take conditions on events (page, event, prop, "
+            f"goal), not on {filter_.dimension}",
+        )
     _one_of(filter_.operator, OPERATORS, "filters", "operator")
     if not filter_.values or len(filter_.values) > MAX_VALUES:
         raise QueryError("filters", f"a condition has 1 to {MAX_VALUES} values")
