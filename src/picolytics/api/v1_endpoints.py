@@ -19,92 +19,46 @@ One request, in Plausible's order:
    (api/v1_response.py).
 
 Every refusal is `{"error": "..."}`. The work runs in a task beside a watcher of the
-client's connection: when the client goes away the task is cancelled, and psycopg
-cancels the running statement in PostgreSQL. Connections come from a provider
-(`connect_to`: one connection per request, as the v2 endpoint opens them).
+client's connection (api/requests.py, shared with v2): when the client goes away the
+task is cancelled, and psycopg cancels the running statement in PostgreSQL.
+Connections come from a provider, the API's pool (api/pool.py) in the server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
-import psycopg
-from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive
 
 from picolytics.api import v1_response
 from picolytics.api.auth import (
-    INVALID_KEY,
     MISSING_KEY,
     Authenticator,
     BearerKeys,
     KeyRateLimiter,
     Principal,
-    authorize_site,
-    error_response,
     identify,
 )
+from picolytics.api.requests import Connect, Connection, Site, answer, error, until_disconnect
+from picolytics.api.requests import find_site as find_named_site
 from picolytics.api.v1_params import Endpoint, previous_period, read
 from picolytics.api.v1_queries import ask
 from picolytics.api.v1_sites import list_sites
-from picolytics.errors import ApiAuthError, ApiParamError, QueryError, QueryTimeoutError, first_line
+from picolytics.errors import ApiAuthError, ApiParamError, QueryError
 from picolytics.stats.engine import realtime_visitors, snapshot
-from picolytics.storage.api_keys import ApiKey, normalise_domain
+from picolytics.storage.api_keys import ApiKey
 
-log = logging.getLogger(__name__)
-
-Connection = AsyncConnection[Any]
-Connect = Callable[[], AbstractAsyncContextManager[Connection]]
 Work = Callable[[Request, Connection, Principal, datetime], Awaitable[Response]]
 
 MISSING_SITE: Final = (
     "Missing site ID. Please provide the required site_id parameter with your request."
 )
-DATABASE_DOWN: Final = "The database is unavailable; please try again later."
 REALTIME_MINUTES: Final = 5  # Plausible's current visitors: the last 5 minutes
-SELECT_SITE: Final = "SELECT site_id, timezone FROM sites WHERE domain = %s"
 SELECT_GOAL_NAMES: Final = "SELECT display_name FROM goals WHERE site_id = %s"
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    site_id: int
-    timezone: str
-
-
-def connect_to(conninfo: str, timeout_s: float) -> Connect:
-    """A provider of one autocommit connection per request to `conninfo`."""
-
-    @contextlib.asynccontextmanager
-    async def connect() -> AsyncIterator[Connection]:
-        timeout = max(1, math.ceil(timeout_s))
-        async with await AsyncConnection.connect(
-            conninfo, autocommit=True, connect_timeout=timeout
-        ) as connection:
-            yield connection
-
-    return connect
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Return once the client has gone (a GET has nothing else to send)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 async def find_site(connection: Connection, who: Principal, params: dict[str, str]) -> Site:
@@ -112,14 +66,7 @@ async def find_site(connection: Connection, who: Principal, params: dict[str, st
     domain = params.get("site_id")
     if domain is None:
         raise ApiParamError(MISSING_SITE)
-    authorize_site(who, domain)
-    row = None
-    if "\x00" not in domain:
-        cursor = await connection.execute(SELECT_SITE, (normalise_domain(domain),))
-        row = await cursor.fetchone()
-    if row is None:  # the same answer as a site outside the key's scope
-        raise ApiAuthError(401, INVALID_KEY)
-    return Site(int(row[0]), str(row[1]))
+    return await find_named_site(connection, who, domain, first_day=False)
 
 
 async def goal_names(connection: Connection, site: Site, params: dict[str, str]) -> frozenset[str]:
@@ -173,38 +120,16 @@ class StatsApiV1:
     async def serve(self, request: Request, work: Work) -> Response:
         """Answer with `work`, unless the client goes away first (then 499, unread)."""
         now = datetime.now(UTC)
-        task = asyncio.create_task(self._answer(request, work, now))
-        gone = asyncio.create_task(_disconnected(request.receive))
-        try:
-            await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in (task, gone):
-                waiting.cancel()
-            for waiting in (task, gone):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiting
-        if task.cancelled():
-            return Response(status_code=499)
-        return task.result()
 
-    async def _answer(self, request: Request, work: Work, now: datetime) -> Response:
-        try:
-            async with self.connect() as connection:
+        async def on(connection: Connection) -> Response:
+            try:
                 who = await identify(self.authenticator, request, connection)
                 return await work(request, connection, who, now)
-        except ApiAuthError as refused:
-            return error_response(refused)
-        except (ApiParamError, QueryError) as error:
-            return _error(400, str(error))
-        except QueryTimeoutError:
-            return _error(
-                503,
-                f"The query ran past the time limit of {self.timeout_s:g} s and was stopped: "
-                "ask for a shorter period or fewer rows, or try again later.",
-            )
-        except psycopg.Error as error:
-            log.warning("stats API v1: the database failed: %s", first_line(error))
-            return _error(503, DATABASE_DOWN)
+            except (ApiParamError, QueryError) as bad:
+                return error(400, str(bad))
+
+        answering = answer(self.connect, on, timeout_s=self.timeout_s, api="stats API v1")
+        return await until_disconnect(request.receive, answering)
 
     async def realtime(
         self, request: Request, connection: Connection, who: Principal, now: datetime
@@ -249,17 +174,14 @@ class StatsApiV1:
 
 
 def v1_routes(
-    conninfo: str,
+    connect: Connect,
     *,
     timeout_s: float,
     limiter: KeyRateLimiter,
     authenticator: Authenticator | None = None,
     prefix: str = "",
 ) -> list[Route]:
-    """The v1 routes over one connection per request to `conninfo`, under `prefix`."""
+    """The v1 routes over the connections of `connect` (the API's pool), under `prefix`."""
     return StatsApiV1(
-        connect_to(conninfo, timeout_s),
-        timeout_s=timeout_s,
-        limiter=limiter,
-        authenticator=authenticator,
+        connect, timeout_s=timeout_s, limiter=limiter, authenticator=authenticator
     ).routes(prefix)

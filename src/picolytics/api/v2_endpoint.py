@@ -19,68 +19,40 @@ One request, in this order:
    (api/v2_response.py).
 
 Every refusal is `{"error": "..."}`. From step 2 on the work runs in a task beside a
-watcher of the client's connection: when the client goes away the task is cancelled,
-and psycopg cancels the running statement in PostgreSQL, so no query outlives its
-request. Each request opens one connection of its own (autocommit; psycopg_pool is
-not a dependency), for the key, the site and the query.
+watcher of the client's connection (api/requests.py, shared with v1): when the client
+goes away the task is cancelled, and psycopg cancels the running statement in
+PostgreSQL, so no query outlives its request. Each request borrows one connection of
+the API's pool (api/pool.py) for the key, the site and the query. Filters on
+`visit:country_name` become filters on the stored codes (api/v2_countries.py) before
+the query is translated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-import math
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any, Final
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Final
 
-import psycopg
-from psycopg import AsyncConnection
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive
 
-from picolytics.api.auth import (
-    INVALID_KEY,
-    Authenticator,
-    BearerKeys,
-    KeyRateLimiter,
-    authorize_site,
-    error_response,
-    identify,
-)
+from picolytics.api.auth import Authenticator, BearerKeys, KeyRateLimiter, identify
+from picolytics.api.requests import Connect, Connection, answer, error, find_site, until_disconnect
+from picolytics.api.v2_countries import names_to_codes
 from picolytics.api.v2_query import SiteContext
 from picolytics.api.v2_request import parse, requested_site
 from picolytics.api.v2_response import response
 from picolytics.api.v2_rules import check_goal_names, names_goals
 from picolytics.api.v2_translate import Answers, Plan, translate
-from picolytics.errors import (
-    ApiAuthError,
-    ApiRequestError,
-    QueryError,
-    QueryTimeoutError,
-    first_line,
-)
+from picolytics.errors import ApiRequestError, QueryError
 from picolytics.stats.engine import run, snapshot
 from picolytics.stats.goals import load_goals
 from picolytics.stats.query import Query, Result
-from picolytics.storage.api_keys import normalise_domain
-
-log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 64 * 1024
 BODY_READ_TIMEOUT_S: Final = 10.0
-# The site, its zone, and its first local day of stats: the first rolled-up day or
-# the day of its oldest event, whichever is older (rollups outlive pruned raw rows).
-SELECT_SITE: Final = """
-SELECT s.site_id, s.domain, s.timezone,
-       least((SELECT min(r.day) FROM rollup_days r WHERE r.site_id = s.site_id),
-             (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
-              WHERE e.site_id = s.site_id ORDER BY e.received_at LIMIT 1)) AS first_day
-FROM sites s WHERE s.domain = %s
-"""
 # Where the query layer's field names point in the body (stats/validate.py's fields).
 _POINTERS: Final = {
     "metrics": "#/metrics",
@@ -91,7 +63,6 @@ _POINTERS: Final = {
     "limit": "#/pagination/limit",
     "offset": "#/pagination/offset",
 }
-DATABASE_DOWN: Final = "The database is unavailable; please try again later."
 
 
 class Refused(Exception):  # noqa: N818 - an answer, not a failure
@@ -100,18 +71,6 @@ class Refused(Exception):  # noqa: N818 - an answer, not a failure
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    site_id: int
-    domain: str
-    timezone: str
-    first_day: date | None
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 async def read_body(request: Request) -> bytes:
@@ -173,13 +132,7 @@ def decode_json(body: bytes) -> object:
     return value
 
 
-async def find_site(connection: AsyncConnection[Any], domain: str) -> Site | None:
-    cursor = await connection.execute(SELECT_SITE, (normalise_domain(domain),))
-    row = await cursor.fetchone()
-    return Site(*row) if row else None
-
-
-async def ask(connection: AsyncConnection[Any], plan: Plan, timeout_s: float) -> Answers:
+async def ask(connection: Connection, plan: Plan, timeout_s: float) -> Answers:
     """The answers to every question of the plan, in the caller's snapshot."""
 
     async def one(question: Query | None) -> Result | None:
@@ -192,27 +145,22 @@ async def ask(connection: AsyncConnection[Any], plan: Plan, timeout_s: float) ->
     return Answers(main, totals, await one(plan.conversion_totals), await one(plan.group_totals))
 
 
-async def _disconnected(receive: Receive) -> None:
-    """Return once the client has gone (the body was read: nothing else may come)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 class QueryApi:
     """The handler of POST /api/v2/query: `handle` is its Starlette endpoint."""
 
     def __init__(
         self,
-        conninfo: str,
+        connect: Connect,
         *,
         timeout_s: float,
         rate_limit: int = 0,
         limiter: KeyRateLimiter | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:
-        """`limiter` (else one of `rate_limit` a minute) counts the keys' requests;
-        `authenticator` says who asks (else the Bearer keys of that limiter)."""
-        self.conninfo = conninfo
+        """`connect` lends a connection (the API's pool); `limiter` (else one of
+        `rate_limit` a minute) counts the keys' requests; `authenticator` says who asks
+        (else the Bearer keys of that limiter)."""
+        self.connect = connect
         self.timeout_s = timeout_s
         self.limiter = limiter or KeyRateLimiter(rate_limit)
         self.authenticator = authenticator or BearerKeys(self.limiter)
@@ -222,60 +170,34 @@ class QueryApi:
         try:
             body = await read_body(request)
         except Refused as refused:
-            return _error(refused.status, refused.message)
+            return error(refused.status, refused.message)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is there to read it
-        work = asyncio.create_task(self._answer(request, body, now))
-        gone = asyncio.create_task(_disconnected(request.receive))
-        try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, gone):
-                task.cancel()
-            for task in (work, gone):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if work.cancelled():
-            return Response(status_code=499)  # the client went away; nobody reads this
-        return work.result()
 
-    async def _answer(self, request: Request, body: bytes, now: datetime) -> Response:
-        try:
-            return await self._query(request, body, now)
-        except ApiAuthError as refused:
-            return error_response(refused)
-        except ApiRequestError as error:
-            return _error(400, str(error))
-        except QueryError as error:
-            message = str(error).removeprefix(f"{error.field}: ")
-            return _error(400, f"{_POINTERS.get(error.field, '#')}: {message}")
-        except QueryTimeoutError:
-            return _error(
-                503,
-                f"The query ran past the time limit of {self.timeout_s:g} s and was stopped: "
-                "ask for a shorter period or fewer rows, or try again later.",
-            )
-        except psycopg.Error as error:
-            log.warning("stats API: the database failed: %s", first_line(error))
-            return _error(503, DATABASE_DOWN)
+        async def on(connection: Connection) -> Response:
+            try:
+                return await self._query(request, connection, body, now)
+            except ApiRequestError as bad:
+                return error(400, str(bad))
+            except QueryError as bad:
+                message = str(bad).removeprefix(f"{bad.field}: ")
+                return error(400, f"{_POINTERS.get(bad.field, '#')}: {message}")
 
-    async def _query(self, request: Request, raw: bytes, now: datetime) -> Response:
-        connect_timeout = max(1, math.ceil(self.timeout_s))
-        async with await AsyncConnection.connect(
-            self.conninfo, autocommit=True, connect_timeout=connect_timeout
-        ) as connection:
-            who = await identify(self.authenticator, request, connection)
-            body = decode_json(raw)
-            domain = requested_site(body)
-            authorize_site(who, domain)
-            site = await find_site(connection, domain)
-            if site is None:  # the same answer as a site outside the key's scope
-                raise ApiAuthError(401, INVALID_KEY)
-            query = parse(body, site=SiteContext(site.timezone, site.first_day), now=now)
-            if names_goals(query):
-                goals = await load_goals(connection, (site.site_id,))
-                check_goal_names(query, {goal.display_name for goal in goals})
-            plan = translate(query, (site.site_id,))
-            async with snapshot(connection, self.timeout_s):
-                answers = await ask(connection, plan, self.timeout_s)
+        answering = answer(self.connect, on, timeout_s=self.timeout_s, api="stats API v2")
+        return await until_disconnect(request.receive, answering)
+
+    async def _query(
+        self, request: Request, connection: Connection, raw: bytes, now: datetime
+    ) -> Response:
+        who = await identify(self.authenticator, request, connection)
+        body = decode_json(raw)
+        site = await find_site(connection, who, requested_site(body))
+        query = parse(body, site=SiteContext(site.timezone, site.first_day), now=now)
+        if names_goals(query):
+            goals = await load_goals(connection, (site.site_id,))
+            check_goal_names(query, {goal.display_name for goal in goals})
+        filters = await names_to_codes(connection, query.filters, self.timeout_s)
+        plan = translate(replace(query, filters=filters), (site.site_id,))
+        async with snapshot(connection, self.timeout_s):
+            answers = await ask(connection, plan, self.timeout_s)
         return JSONResponse(response(plan, answers, site.domain))

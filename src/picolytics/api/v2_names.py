@@ -7,15 +7,22 @@ onto None where picolytics has none yet (`event:hostname`, `visit:entry_page_hos
 those names are accepted and kept, so a caller can tell "not supported yet" from "invalid".
 `dimension` reads one name.
 
-Values differ in spelling only where Plausible shows an empty value by a name of its
-own (`(not set)`, and `Direct / None` for sources and referrers) and where it
-capitalises devices (`Desktop`); `shown` spells a stored value as Plausible does, and
-`stored` spells an `is`/`is_not` clause as picolytics stores it.
+Values differ in spelling where Plausible shows an empty value by a name of its
+own (`(not set)`, and `Direct / None` for sources and referrers), where it
+capitalises devices (`Desktop`), and for `visit:country_name`, the English name of
+the ISO 3166-1 alpha-2 code picolytics stores (picolytics/data/country_names.json,
+from the npm package i18n-iso-countries: scripts/update_country_names.py). `shown`
+spells a stored value as Plausible does, `stored` spells an `is`/`is_not` clause as
+picolytics stores it, and `country_codes` finds the codes of a country's name
+(api/v2_countries.py turns every filter on names into one on codes).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Final, Literal
 
 from picolytics.dimensions import Dimension
@@ -145,10 +152,13 @@ DEVICES: Final = ("desktop", "mobile", "tablet", "other")  # as enrich/agents.py
 _SHOWN_DEVICES: Final = frozenset(device.capitalize() for device in DEVICES)
 
 
-def shown(ours: Dimension | None, value: str | None) -> str | None:
-    """A stored value of our dimension as Plausible shows it."""
+def shown(ours: Dimension | None, value: str | None, form: Form = "value") -> str | None:
+    """A stored value of our dimension as Plausible shows it (`form` "name": the
+    country's English name for its code)."""
     if value is None or ours is None:
         return value
+    if form == "name" and ours == "country":
+        return country_name(value)
     if ours == "source" and value == DIRECT:
         return NO_REFERRER
     if value == "":
@@ -170,3 +180,50 @@ def stored(ours: Dimension | None, clause: str) -> str:
     if ours == "device" and clause in _SHOWN_DEVICES:
         return clause.lower()
     return clause
+
+
+COUNTRY_NAMES: Final = "country_names.json"  # in picolytics/data/
+
+
+@functools.cache
+def country_names() -> dict[str, tuple[str, ...]]:
+    """Code -> the country's English names, the shown one first (read once)."""
+    source = resources.files("picolytics") / "data" / COUNTRY_NAMES
+    data = json.loads(source.read_text(encoding="utf-8"))
+    countries = data["countries"]  # the file ships with the package: trusted
+    return {str(code): tuple(str(name) for name in names) for code, names in countries.items()}
+
+
+def country_name(code: str) -> str:
+    """The name shown for a stored code: `(not set)` for the empty code of a visit
+    whose country is unknown, the code itself for one the list lacks."""
+    if code == "":
+        return NOT_SET
+    names = country_names().get(code)
+    return names[0] if names else code
+
+
+@functools.cache
+def _codes_by_name(case_sensitive: bool) -> dict[str, tuple[str, ...]]:
+    """Every name of every country (and `(not set)`) -> its codes; casefolded keys
+    when not case-sensitive. A name two countries share ("Congo") has both."""
+    found: dict[str, list[str]] = {(NOT_SET if case_sensitive else NOT_SET.casefold()): [""]}
+    for code, names in country_names().items():
+        for name in names:
+            key = name if case_sensitive else name.casefold()
+            codes = found.setdefault(key, [])
+            if code not in codes:
+                codes.append(code)
+    return {name: tuple(codes) for name, codes in found.items()}
+
+
+def country_codes(name: str, case_sensitive: bool = True) -> tuple[str, ...]:
+    """The stored codes of a country's name (any of its names: "United States" and
+    "United States of America" both give US); () for no country of that name."""
+    key = name if case_sensitive else name.casefold()
+    return _codes_by_name(case_sensitive).get(key, ())
+
+
+def shown_countries() -> dict[str, str]:
+    """Every code picolytics can show a name for ("" too) -> that name."""
+    return {"": NOT_SET} | {code: country_name(code) for code in country_names()}

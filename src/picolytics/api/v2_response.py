@@ -5,7 +5,8 @@
   the query named them. Time buckets as Plausible writes them: `"2024-01-01"` for a
   day, `"2024-01-01 10:00:00"` for a local hour, a week by its Monday (or the first
   day of the period, if the week starts before it), a month by its first day. Values
-  in Plausible's spelling (api/v2_names.py `shown`).
+  in Plausible's spelling (api/v2_names.py `shown`; `visit:country_name` spells the
+  stored code as the country's English name).
 - metrics as Plausible's numbers: counts as integers; `bounce_rate` (bounces / visits)
   and `visit_duration` (seconds) rounded to integers, 0 without visits;
   `views_per_visit` to two decimals, 0 without visits; `percentage` = 100 * the row's
@@ -146,8 +147,8 @@ def _dimension(dimension: ApiDimension, part: Part, row: Row, first_day: date) -
         return bucket_label(row.time, dimension.interval, first_day)
     if part == "parent":
         # The parent's dimension is ours too: PARENT_OF names it (api/v2_rules.py).
-        return shown(dimension.ours, row.parent)
-    return shown(dimension.ours, row.value)
+        return shown(dimension.ours, row.parent, dimension.form)
+    return shown(dimension.ours, row.value, dimension.form)
 
 
 def _rows(plan: Plan, answers: Answers, under: Denominators) -> list[Row]:
