@@ -475,6 +475,9 @@ def test_comparison_periods(data: str) -> None:
     assert comparison_period(P, "year_earlier") == period("2023-01-10", "2023-01-13")
     leap = period("2024-02-29", "2024-03-01")
     assert comparison_period(leap, "year_earlier") == period("2023-02-28", "2023-03-01")
+    # The day before 29 February alone: the 28th a year before, not an empty period.
+    eve = period("2024-02-28", "2024-02-29")
+    assert comparison_period(eve, "year_earlier") == period("2023-02-28", "2023-03-01")
     hours = Period(at("2024-01-10 12:00"), at("2024-01-10 18:00"))
     assert comparison_period(hours, "previous_period") == Period(
         at("2024-01-10 06:00"), at("2024-01-10 12:00")

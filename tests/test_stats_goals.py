@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers.events import run
-from test_stats_engine import P, _ask, ask, fill, site
+from test_stats_engine import B, P, _ask, ask, fill, site
 
 from picolytics.errors import QueryError
 from picolytics.stats.query import Breakdown, Condition, Query
@@ -62,7 +62,9 @@ def test_a_breakdown_by_goal_counts_completions(data: str) -> None:
     question = Query(
         (site(data),), P, ("visitors", "visits", "events"), breakdown=Breakdown("goal")
     )
-    result = ask(data, question, path="raw")
+    # The custom-event goal and the one-page goal from their rollup rows, the pattern
+    # (distinct visitors across the pages it matches) from raw rows.
+    result = ask(data, question, path="mixed")
     found = {row.value: tuple(row.metrics.values()) for row in result.rows}
     with psycopg.connect(data) as connection:
         params = {"site": site(data), "start": P.start, "end": P.end}
@@ -74,6 +76,18 @@ def test_a_breakdown_by_goal_counts_completions(data: str) -> None:
     assert found == {"signup": (3, 3, 3), "Visit /pricing": (3, 3, 3), "Blog": (2, 2, 2)}
     # Visitors descending, then the name by code point.
     assert [row.value for row in result.rows] == ["Visit /pricing", "signup", "Blog"]
+
+
+def test_a_site_without_goals_has_no_goal_rows(data: str) -> None:
+    """Nothing completes a goal of a site that has none: no rows, and the events are not
+    read (the query answers while another transaction holds every lock on them)."""
+    question = Query(
+        (site(data, B),), P, ("visitors", "events"), breakdown=Breakdown("goal"), limit=5
+    )
+    with psycopg.connect(data) as locker:
+        locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        result = run(_ask(data, question, True, timeout_s=2))
+    assert (result.rows, result.total_rows, result.path) == ((), 0, "raw")
 
 
 @pytest.mark.parametrize(

@@ -25,13 +25,19 @@ from psycopg.rows import tuple_row
 from picolytics.errors import QueryError, QueryTimeoutError, first_line
 from picolytics.stats.assemble import decode, statement
 from picolytics.stats.filters import patterns
-from picolytics.stats.goal_parts import goal_part, resolve, uses_goals
+from picolytics.stats.goal_parts import (
+    goal_part,
+    goal_rollup_part,
+    resolve,
+    rolled_up,
+    uses_goals,
+)
 from picolytics.stats.goals import load_goals
 from picolytics.stats.periods import day_start, zone
 from picolytics.stats.query import Path, Period, Query, Result
 from picolytics.stats.raw import raw_parts
-from picolytics.stats.rollups import rollup_parts, split_period
-from picolytics.stats.shape import shape_of
+from picolytics.stats.rollups import rolled_days, rollup_parts, split_period
+from picolytics.stats.shape import Shape, shape_of
 from picolytics.stats.sql import Params, Range
 from picolytics.stats.validate import validate
 from picolytics.storage.goals import Goal
@@ -108,9 +114,13 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
     if use_rollups and shape.rollups:
         split = await split_period(connection, query, shape)
         rolled, ranges = split.rolled, split.raw
-    parts = []
+    parts: list[str] = []
     if shape.dimension == "goal":
-        parts.append(goal_part(query, shape, whole, params, goals))
+        if not goals:  # nothing can complete a goal
+            return Result(rows=(), total_rows=0, path="raw")
+        rolled, ranges, parts = await _goal_parts(
+            connection, query, shape, params, goals, rollups=use_rollups and query.filters is None
+        )
     else:
         if rolled:
             parts += rollup_parts(query, shape, rolled, params)
@@ -120,6 +130,38 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
     rows, total = decode(query, await cursor.fetchall())
     path: Path = "mixed" if rolled and ranges else "rollup" if rolled else "raw"
     return Result(rows=rows, total_rows=total, path=path)
+
+
+async def _goal_parts(
+    connection: Connection,
+    query: Query,
+    shape: Shape,
+    params: Params,
+    goals: list[Goal],
+    *,
+    rollups: bool,
+) -> tuple[tuple[tuple[int, date], ...], tuple[Range, ...], list[str]]:
+    """A breakdown by goal (stats/goal_parts.py): goals of one rollup row each from the
+    rolled days and raw rows elsewhere, page patterns from raw rows; the rolled days,
+    the raw ranges and the parts."""
+    whole: tuple[Range, ...] = (
+        Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end),
+    )
+    single = [g for g in goals if rolled_up(g)] if rollups and not shape.hourly else []
+    by_pattern = [g for g in goals if g not in single]
+    rolled: tuple[tuple[int, date], ...] = ()
+    ranges = whole
+    if single:
+        split = await split_period(connection, query, shape)
+        rolled, ranges = split.rolled, split.raw
+    parts: list[str] = []
+    if rolled:
+        parts.append(goal_rollup_part(rolled_days(rolled, params), params, single))
+    if single and ranges:
+        parts.append(goal_part(query, shape, ranges, params, single))
+    if by_pattern:
+        parts.append(goal_part(query, shape, whole, params, by_pattern))
+    return rolled, whole if by_pattern else ranges, parts
 
 
 async def realtime_visitors(
@@ -155,7 +197,9 @@ def comparison_period(period: Period, mode: Literal["previous_period", "year_ear
     - previous_period: as long, ending where `period` starts; for whole local days
       (both ends a local midnight) the same number of local days before;
     - year_earlier: the same local wall-clock times a year before (29 February: the
-      28th), each end read in the zone as it was then.
+      28th), each end read in the zone as it was then; for whole local days, the same
+      days a year before, the last one included (so 28 February 2024 alone compares
+      with 28 February 2023, not with nothing).
     """
     tz = zone(period.timezone, "period.timezone")
     start, end = period.start.astimezone(tz), period.end.astimezone(tz)
@@ -170,14 +214,20 @@ def comparison_period(period: Period, mode: Literal["previous_period", "year_ear
     if mode != "year_earlier":
         raise QueryError("compare", f"unknown comparison {mode!r}")
 
-    def year_before(moment: datetime) -> datetime:
-        day = moment.date()
-        shifted = day.replace(
+    def shift(day: date) -> date:
+        return day.replace(
             year=day.year - 1, day=28 if (day.month, day.day) == (2, 29) else day.day
         )
-        if whole_days:
-            return day_start(shifted, tz)
-        wall = datetime.combine(shifted, moment.timetz().replace(tzinfo=None), tz)
+
+    if whole_days:
+        last = shift(end.date() - timedelta(days=1))
+        return Period(
+            day_start(shift(start.date()), tz), day_start(last + timedelta(days=1), tz),
+            period.timezone,
+        )  # fmt: skip
+
+    def year_before(moment: datetime) -> datetime:
+        wall = datetime.combine(shift(moment.date()), moment.timetz().replace(tzinfo=None), tz)
         return wall.astimezone(UTC).astimezone(tz)  # a wall time the gap skipped moves on
 
     return Period(year_before(start), year_before(end), period.timezone)

@@ -6,10 +6,13 @@ so a query that names goals asks one site (stats/validate.py).
   its pattern (stats/goals.py). `is`/`contains` keep the events completing a goal whose
   name matches; `is_not`/`contains_not` the events completing some goal, none of whose
   names match. The rest of the query layer (rollups included) then answers as usual.
-- A breakdown by goal counts, from raw rows, each goal's completions among the counted
-  events: an event completing two goals counts once for each; visitors and visits are
-  the distinct ids among a goal's completions, per site and local day, as for every
-  event dimension.
+- A breakdown by goal counts each goal's completions among the counted events: an
+  event completing two goals counts once for each; visitors and visits are the
+  distinct ids among a goal's completions, per site and local day, as for every event
+  dimension. Without filters, a goal completed by one custom event or one page is that
+  event's or page's row of rollup_events on the rolled days (`goal_rollup_part`), and
+  raw rows only on the others; a page pattern is read from raw rows over the whole
+  period, since its visitors are distinct across the pages it matches.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 from picolytics.dimensions import EVENT_ROWS
 from picolytics.stats.filters import conditions, event_condition, needs_visit
 from picolytics.stats.goals import has_wildcard, page_regex
-from picolytics.stats.query import And, Condition, Filter, Not, Or, Query
+from picolytics.stats.query import And, Condition, Filter, HasDone, Not, Or, Query
 from picolytics.stats.raw import VISIT_OF_EVENT
 from picolytics.stats.shape import Shape
 from picolytics.stats.sql import COUNTED_EVENT, Params, Range, in_ranges, local_key, part
@@ -59,10 +62,10 @@ def resolve(filter_: Filter | None, goals: Sequence[Goal]) -> Filter | None:
     """The filter with every condition on `goal` replaced by what completes the goals."""
     if filter_ is None:
         return None
-    if isinstance(filter_, Not):
+    if isinstance(filter_, Not | HasDone):
         inner = resolve(filter_.filter, goals)
         assert inner is not None
-        return Not(inner)
+        return Not(inner) if isinstance(filter_, Not) else HasDone(inner, filter_.negated)
     if isinstance(filter_, And | Or):
         resolved = tuple(resolve(inner, goals) for inner in filter_.filters)
         return type(filter_)(tuple(f for f in resolved if f is not None))
@@ -72,6 +75,34 @@ def resolve(filter_: Filter | None, goals: Sequence[Goal]) -> Filter | None:
     if not filter_.operator.endswith("_not"):
         return named
     return And((Or(tuple(completes(g) for g in goals)), Not(named)))
+
+
+def rolled_up(goal: Goal) -> bool:
+    """Is the goal one row of rollup_events (a custom event, or one page)?"""
+    return goal.kind == "event" or not has_wildcard(goal.definition)
+
+
+def goal_rollup_part(rolled_days: str, params: Params, goals: Sequence[Goal]) -> str:
+    """The part of a breakdown by goal from the rolled days (`rolled_days`: an unnest of
+    (site_id, day), stats/rollups.py) for goals that are one row each (`rolled_up`)."""
+    names = params.add([g.display_name for g in goals], cast="::text[]")
+    kinds = params.add([g.kind for g in goals], cast="::text[]")
+    values = params.add([g.definition for g in goals], cast="::text[]")
+    columns = {
+        "k": "r.day",
+        "parent": "''",
+        "value": "g.name",
+        "visitors": "r.visitors",
+        "visits": "r.visits",
+        "pageviews": "r.pageviews",
+        "events": "r.events",
+    }
+    from_where = f"""FROM unnest({names}, {kinds}, {values}) AS g (name, kind, value)
+JOIN rollup_events r
+  ON r.dimension = CASE g.kind WHEN 'event' THEN 'event' ELSE 'page' END
+ AND r.parent = '' AND r.value = g.value
+JOIN {rolled_days} ON r.site_id = u.site_id AND r.day = u.day"""
+    return part(columns, from_where)
 
 
 def goal_part(

@@ -111,17 +111,22 @@ def rollup_parts(
     query: Query, shape: Shape, rolled: tuple[tuple[int, date], ...], params: Params
 ) -> list[str]:
     """The parts (stats/sql.py, PART_COLUMNS) of the query from the rolled days."""
-    sites = params.add([site for site, _ in rolled], cast="::integer[]")
-    days = params.add([day for _, day in rolled], cast="::date[]")
-    rolled_days = f"unnest({sites}, {days}) AS u (site_id, day)"
+    days = rolled_days(rolled, params)
     if shape.hourly:
-        return [_hours_part(rolled_days, shape)]
+        return [_hours_part(days, shape)]
     parts = []
     if shape.visit_grain:
-        parts.append(_dimension_part("rollup_visits", query, shape, rolled_days, params))
+        parts.append(_dimension_part("rollup_visits", query, shape, days, params))
     if shape.event_grain:
-        parts.append(_dimension_part("rollup_events", query, shape, rolled_days, params))
+        parts.append(_dimension_part("rollup_events", query, shape, days, params))
     return parts
+
+
+def rolled_days(rolled: tuple[tuple[int, date], ...], params: Params) -> str:
+    """The rolled (site, day) pairs as a relation `u (site_id, day)` to join on."""
+    sites = params.add([site for site, _ in rolled], cast="::integer[]")
+    days = params.add([day for _, day in rolled], cast="::date[]")
+    return f"unnest({sites}, {days}) AS u (site_id, day)"
 
 
 def _dimension_part(
