@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint cover tracker bench bench-query dbip dist release clean
+.PHONY: run test test-fast lint cover tracker bench bench-query bench-dashboard dbip dist release clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 # model); ARGS="--events 3M --data-dir /var/tmp/pq" etc. 30 M needs ~15 GB and an hour.
 bench-query: $(STAMP)
 	$(BIN)/python scripts/bench_query.py $(ARGS)
+
+# The dashboard in Chromium on a bench_query database (README, Performance); ARGS="--data-dir DIR".
+bench-dashboard: $(STAMP)
+	$(BIN)/python scripts/bench_dashboard.py $(ARGS)
 
 # Rebuilds assets/pico.js (under 1000 bytes) from tracker/pico.src.js, and
 # assets/pico.ext.js (under 2000) from it plus tracker/pico.ext.src.js.

@@ -17,6 +17,8 @@ From the 10th to the 12th: 5 visitors, 5 visits, 7 pageviews, 1.4 views per visi
 bounce rate 40 %, visit duration (120 + 30 + 120) / 5 = 54 s. From google.com only:
 1, 1, 2, 2, 0 %, 120 s. One more visitor of example.com 20 seconds ago (the current
 visitors), and other.test has one visit on the 10th, shown through a shared link.
+A year earlier, example.com had two bounces: V6 on 11 January 2023 (/) and V7 on the
+12th (/pricing), against which the year-earlier comparison is checked.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import psycopg
@@ -59,6 +62,9 @@ from picolytics.dashboard.assets import StaticAssets
 from picolytics.dashboard.session import SESSION_COOKIE, csrf_token
 from picolytics.events import Agent, Location
 from picolytics.serve.app import PublicApp, create_app
+from picolytics.stats.engine import comparison_period
+from picolytics.stats.periods import day_start
+from picolytics.stats.query import Period
 from picolytics.storage import accounts, api_keys, shares
 
 EMAIL, PASSWORD = "ann@example.com", "correct horse battery"
@@ -95,6 +101,8 @@ def dataset() -> list[Any]:
         replace(event(at(f"{d3} 08:00"), 5, path="/docs"), agent=FIREFOX),
         replace(event(at(f"{d3} 08:02"), 5, name="nav", path="/docs/api"), agent=FIREFOX),
         event(at(f"{d1} 11:00"), 9, path="/", site=B),
+        event(at("2023-01-11 10:00"), 6, path="/"),
+        event(at("2023-01-12 10:00"), 7, path="/pricing"),
         event(datetime.now(UTC) - timedelta(seconds=20), 8, path="/now"),
     ]
 
@@ -581,9 +589,9 @@ def test_tabs_metrics_the_site_switcher_and_the_keyboard(page: Page, server: str
     log_in(page, server)
     expect_totals(page, ALL)
     pages = page.locator("#card-pages")
-    pages.get_by_role("button", name="Entry pages").click()
+    pages.get_by_role("button", name="Entry pages", exact=True).click()
     expect(page).to_have_url(re.compile(r"pages=entry"))
-    expect(pages.get_by_role("button", name="Entry pages")).to_have_attribute(
+    expect(pages.get_by_role("button", name="Entry pages", exact=True)).to_have_attribute(
         "aria-pressed", "true"
     )
     expect(pages.locator("thead th")).to_have_text(["Entry page", "Visitors", "Entrances"])
@@ -632,8 +640,116 @@ def test_what_the_api_refuses_is_hidden_not_an_error(page: Page, server: str) ->
     expect(page.locator("#metric-views_per_visit")).to_have_count(0)
     expect(page.locator("#card-locations")).to_be_hidden()
     sources = page.locator("#card-sources")
-    sources.get_by_role("button", name="Referrers").click()
-    expect(sources.get_by_role("button", name="Referrers")).to_have_count(0)
-    expect(sources.get_by_role("button", name="Sources")).to_have_attribute("aria-pressed", "true")
+    sources.get_by_role("button", name="Referrers", exact=True).click()
+    expect(sources.get_by_role("button", name="Referrers", exact=True)).to_have_count(0)
+    expect(sources.get_by_role("button", name="Sources", exact=True)).to_have_attribute(
+        "aria-pressed", "true"
+    )
     expect(sources.locator("tbody tr")).to_have_count(4)
     expect(page.locator(".failed")).to_have_count(0)
+
+
+@pytest.mark.browser
+@in_chromium
+def test_compare_with_a_year_earlier_or_nothing(page: Page, server: str) -> None:
+    """The comparison is in the URL; the metrics row's changes, the graph's second
+    line and the API's date ranges follow it."""
+    console = Console(page)
+    asked: list[Any] = []
+    page.on(
+        "request",
+        lambda r: asked.append(r.post_data_json) if r.url.endswith("/api/v2/query") else None,
+    )
+    log_in(page, server)
+    expect_totals(page, ALL)
+    # Each part says when its numbers are in (scripts/bench_dashboard.py waits on it).
+    for part, outcome in {"metrics": "rows", "graph-section": "rows", "card-props": "idle"}.items():
+        expect(page.locator(f"#{part}")).to_have_attribute("data-loaded", outcome)
+    visitors_change = page.locator("#metric-visitors .change")
+    expect(visitors_change).to_contain_text("against the previous period")  # 7-9 Jan: none
+    compare = page.get_by_label("Compare with", exact=True)
+    expect(compare).to_have_value("previous")
+    asked.clear()
+    compare.select_option("year")
+    expect(page).to_have_url(re.compile(r"compare=year"))
+    expect(visitors_change).to_have_text("↑ 150%, up 150% against a year earlier")  # 5 vs 2
+    expect(page.locator("#metric-bounce_rate .change")).to_contain_text("down 60 pts")  # 40 vs 100
+    graph = page.locator("#graph-table")
+    expect(graph.locator("thead th")).to_have_text(["Bucket", "Unique visitors", "A year earlier"])
+    expect(graph.locator("tbody td")).to_have_text(
+        ["2", "0 (2023-01-10)", "2", "1 (2023-01-11)", "1", "1 (2023-01-12)"]
+    )
+    year = ["2023-01-10", "2023-01-12"]
+    assert year in [body["date_range"] for body in asked if "dimensions" not in body]
+    assert year in [body["date_range"] for body in asked if body.get("dimensions") == ["time:day"]]
+    compare.select_option("off")
+    expect(page).to_have_url(re.compile(r"compare=off"))
+    expect_totals(page, ALL)
+    expect(page.locator("#metrics .change")).to_have_count(0)
+    expect(graph.locator("thead th")).to_have_text(["Bucket", "Unique visitors"])
+    page.go_back()  # the URL holds the comparison: back to a year earlier
+    expect(compare).to_have_value("year")
+    expect(visitors_change).to_contain_text("against a year earlier")
+    assert console.errors == []
+
+
+def engine_year_earlier(first: str, last: str, zone: str) -> list[str]:
+    """The query layer's year-earlier days of the local days first..last in zone."""
+    tz = ZoneInfo(zone)
+    start = day_start(date.fromisoformat(first), tz)
+    end = day_start(date.fromisoformat(last) + timedelta(days=1), tz)
+    before = comparison_period(Period(start, end, zone), "year_earlier")
+    last_day = before.end.astimezone(tz).date() - timedelta(days=1)
+    return [before.start.astimezone(tz).date().isoformat(), last_day.isoformat()]
+
+
+def engine_year_earlier_instants(start: datetime, end: datetime, zone: str) -> list[str]:
+    before = comparison_period(Period(start, end, zone), "year_earlier")
+    return [
+        moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for moment in (before.start, before.end)
+    ]
+
+
+@pytest.mark.browser
+@in_chromium
+def test_the_page_and_the_query_layer_agree_on_a_year_earlier(page: Page, server: str) -> None:
+    """static/periods.js against stats/engine.comparison_period, in the page itself:
+    the same days (29 February is the 28th), and for "today so far" and realtime the
+    same wall-clock instants, across DST."""
+    log_in(page, server)
+    expect_totals(page, ALL)
+    resolve = """async ([state, zone, now]) => {
+        const periods = await import("/dashboard/static/periods.js");
+        const range = periods.resolve({...state, compare: "year"}, zone, Date.parse(now));
+        return [range.previous, range.previousGraph];
+    }"""
+    ranges = [
+        ("UTC", "2024-01-10", "2024-01-12"),
+        ("Europe/Berlin", "2024-02-29", "2024-03-01"),  # 29 Feb 2024 is 28 Feb 2023
+        ("Europe/Berlin", "2024-02-01", "2024-02-29"),
+        ("America/New_York", "2024-03-01", "2024-03-31"),  # DST begins inside
+        ("Asia/Kolkata", "2023-12-01", "2024-11-30"),
+        ("Pacific/Auckland", "2025-03-01", "2025-04-30"),
+    ]
+    for zone, first, last in ranges:
+        state = {"period": "custom", "from": first, "to": last}
+        previous, graph = page.evaluate(resolve, [state, zone, "2025-06-01T12:00:00Z"])
+        expected = engine_year_earlier(first, last, zone)
+        assert previous == graph == expected, (zone, first, last)
+    # A range that ends on 28 February of a leap year: its exclusive end (29 February)
+    # must not become the 28th, or a day alone would compare with nothing.
+    state = {"period": "custom", "from": "2024-02-28", "to": "2024-02-28"}
+    previous, _ = page.evaluate(resolve, [state, "UTC", "2025-06-01T12:00:00Z"])
+    assert previous == ["2023-02-28", "2023-02-28"]
+    assert engine_year_earlier("2024-02-28", "2024-02-28", "UTC") == ["2023-02-28", "2023-02-28"]
+    # Instants: today so far and the last 30 minutes, in a zone on the day DST begins.
+    zone, now = "America/New_York", datetime(2024, 3, 10, 15, 30, 12, 345000, tzinfo=UTC)
+    today = day_start(date(2024, 3, 10), ZoneInfo(zone))
+    text = now.isoformat().replace("+00:00", "Z")
+    previous, graph = page.evaluate(resolve, [{"period": "day"}, zone, text])
+    assert previous == engine_year_earlier_instants(today, now, zone)
+    assert graph == ["2023-03-10", "2023-03-10"]
+    previous, graph = page.evaluate(resolve, [{"period": "realtime"}, zone, text])
+    assert previous == engine_year_earlier_instants(now - timedelta(minutes=30), now, zone)
+    assert graph is None

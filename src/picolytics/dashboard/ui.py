@@ -2,12 +2,13 @@
 shared link, and their static files (docs/dashboard.md).
 
 Both pages are one server-rendered shell: the landmarks, the site switcher, the
-period picker, and a JSON block with what the script needs (the sites and their
-zones, where to send its Stats API calls, the server's clock). Everything else is
-drawn by `static/dashboard.js` from the Stats API v2 (POST `BASE/api/v2/query`) and
-v1's current visitors (`BASE/api/v1/stats/realtime/visitors`), BASE being
-/dashboard or /share/TOKEN, the paths where the browser sends the session cookie
-or the link's own; dashboard/api_access.py says who may ask there.
+period picker, what the period is compared with, and a JSON block with what the
+script needs (the sites and their zones, where to send its Stats API calls, the
+server's clock). Everything else is drawn by `static/dashboard.js` from the Stats
+API v2 (POST `BASE/api/v2/query`) and v1's current visitors
+(`BASE/api/v1/stats/realtime/visitors`), BASE being /dashboard or /share/TOKEN, the
+paths where the browser sends the session cookie or the link's own;
+dashboard/api_access.py says who may ask there.
 
 - `/dashboard/` without a live session answers 303 to the login, with `next` set
   to the page asked for (bookmarks and filters survive a login). With one, the page
@@ -67,6 +68,12 @@ PERIODS: Final = (
     ("12mo", "Last 12 months"),
     ("custom", "Custom range"),
 )
+# What the numbers are compared with (static/periods.js); the first is the default.
+COMPARES: Final = (
+    ("previous", "The previous period"),
+    ("year", "A year earlier"),
+    ("off", "Nothing"),
+)
 
 
 def security_headers(*, embeddable: bool = False, referrer: str = "same-origin") -> dict[str, str]:
@@ -120,6 +127,8 @@ def shell(
         f'<div class="control">{switcher}</div>'
         '<div class="control"><label for="period">Period</label>'
         f'<select id="period" name="period">{_options(PERIODS)}</select></div>'
+        '<div class="control"><label for="compare">Compare with</label>'
+        f'<select id="compare" name="compare">{_options(COMPARES)}</select></div>'
         '<div class="control custom" id="custom-range" hidden>'
         '<label for="from">From</label><input type="date" id="from" name="from">'
         '<label for="to">To</label><input type="date" id="to" name="to">'

@@ -1,16 +1,18 @@
 // The dashboard page (docs/dashboard.md): the state in the URL, and what it shows for
 // that state, all from the Stats API (api.js) in the site's zone (periods.js).
 //
-// The state is site, period (and from/to for a custom range), the graph's metric,
-// the filters, the property broken down and each card's tab. Every change is a new
+// The state is site, period (and from/to for a custom range), what it is compared
+// with (the previous period, a year earlier, nothing), the graph's metric, the filters, the property broken down and each card's tab. Every change is a new
 // history entry (pushState), so the back button undoes it and a bookmark or a shared
 // URL opens the same view; popstate draws the state of the entry gone back to.
+// Each part (the metrics row, the graph's section, the current visitors, a card)
+// gets `data-loaded` when its numbers are in (panels.js), for the benchmark and tests.
 
 import { client, refused, aborted } from "./api.js";
 import { change, date, h, metric as show, METRICS } from "./format.js";
 import { clear, draw, series } from "./graph.js";
 import { CARDS, dimensionName, load, valueName } from "./panels.js";
-import { DEFAULT_PERIOD, PERIODS, resolve, validDate } from "./periods.js";
+import { COMPARES, DEFAULT_COMPARE, DEFAULT_PERIOD, PERIODS, resolve, validDate } from "./periods.js";
 
 const config = JSON.parse(document.getElementById("picolytics-config").textContent);
 const csrfMeta = document.querySelector('meta[name="csrf-token"]');
@@ -44,6 +46,7 @@ function readState(search) {
   const site = domains.includes(params.get("site")) ? params.get("site") : domains[0];
   const period = PERIODS.includes(params.get("period")) ? params.get("period") : DEFAULT_PERIOD;
   const metric = GRAPHABLE.includes(params.get("metric")) ? params.get("metric") : "visitors";
+  const compare = COMPARES.includes(params.get("compare")) ? params.get("compare") : DEFAULT_COMPARE;
   const filters = [];
   for (const item of params.getAll("f")) {
     const at = item.indexOf("=");
@@ -58,7 +61,7 @@ function readState(search) {
     if (card.tabs.some((t) => t.id === wanted)) tabs[card.id] = wanted;
   }
   return {
-    site, period, metric, filters, tabs,
+    site, period, compare, metric, filters, tabs,
     from: params.get("from") || "", to: params.get("to") || "", prop: params.get("prop") || "",
   };
 }
@@ -71,6 +74,7 @@ function search(state) {
     params.set("from", state.from);
     params.set("to", state.to);
   }
+  if (state.compare !== DEFAULT_COMPARE) params.set("compare", state.compare);
   if (state.metric !== "visitors") params.set("metric", state.metric);
   for (const [dimension, value] of state.filters) params.append("f", `${dimension}=${value}`);
   if (state.prop) params.set("prop", state.prop);
@@ -141,6 +145,9 @@ function siteZone() {
 
 const siteSelect = document.getElementById("site");
 const periodSelect = document.getElementById("period");
+const compareSelect = document.getElementById("compare");
+// What the previous numbers are called, in the graph's legend and in words.
+const COMPARED = { previous: "the previous period", year: "a year earlier" };
 const customRange = document.getElementById("custom-range");
 const fromInput = document.getElementById("from");
 const toInput = document.getElementById("to");
@@ -159,6 +166,7 @@ periodSelect.addEventListener("change", () => {
   toInput.value = state.to || (range ? range.last : "");
   fromInput.focus();
 });
+compareSelect.addEventListener("change", () => go({ compare: compareSelect.value }));
 document.getElementById("apply-range").addEventListener("click", () => {
   const from = fromInput.value;
   const to = toInput.value;
@@ -171,6 +179,7 @@ toInput.addEventListener("input", () => toInput.setCustomValidity(""));
 function syncControls() {
   if (siteSelect) siteSelect.value = state.site;
   periodSelect.value = state.period;
+  compareSelect.value = state.compare;
   customRange.hidden = state.period !== "custom";
   if (state.period === "custom") {
     fromInput.value = state.from;
@@ -244,15 +253,20 @@ async function totals(metrics, range, signal) {
 async function loadMetrics(range, signal) {
   const metrics = shownMetrics();
   parts.metrics.setAttribute("aria-busy", "true");
+  parts.metrics.removeAttribute("data-loaded");
   try {
     const [current, previous] = await Promise.all([
-      totals(metrics, range.current, signal), totals(metrics, range.previous, signal),
+      totals(metrics, range.current, signal),
+      range.previous ? totals(metrics, range.previous, signal) : metrics.map(() => null),
     ]);
     parts.metrics.replaceChildren(...metrics
       .map((name, i) => card(name, current[i], previous[i], Boolean(range.interval)))
       .filter(Boolean));
+    parts.metrics.dataset.loaded = "rows";
   } catch (error) {
-    if (!aborted(error)) parts.metrics.replaceChildren(h("li", { class: "failed" }, `Could not load: ${error.message}`));
+    if (aborted(error)) return;
+    parts.metrics.replaceChildren(h("li", { class: "failed" }, `Could not load: ${error.message}`));
+    parts.metrics.dataset.loaded = "failed";
   } finally {
     parts.metrics.removeAttribute("aria-busy");
   }
@@ -267,7 +281,7 @@ function card(name, value, before, withGraph) {
     h("span", { class: "value" }, show(name, value)),
     delta ? h("span", { class: `change ${delta.direction} ${delta.good === true ? "good" : delta.good === false ? "bad" : ""}` },
       h("span", { "aria-hidden": "true" }, delta.text),
-      h("span", { class: "sr-only" }, `, ${delta.spoken} against the previous period`)) : null,
+      h("span", { class: "sr-only" }, `, ${delta.spoken} against ${COMPARED[state.compare]}`)) : null,
   ];
   const body = withGraph && GRAPHABLE.includes(name)
     ? h("button", {
@@ -285,9 +299,11 @@ function range() {
 async function loadGraph(period, signal) {
   const goal = state.filters.some(([d]) => d === "event:goal");
   const name = state.metric === "conversion_rate" && !goal ? "visitors" : state.metric;
+  graphSection.removeAttribute("data-loaded");
   if (!period.interval) {
     graphSection.hidden = true;
     clear(parts.graph);
+    graphSection.dataset.loaded = "hidden";
     return;
   }
   graphSection.hidden = false;
@@ -308,11 +324,14 @@ async function loadGraph(period, signal) {
       current: series(current, labels, nowKey),
       previous: previous ? series(previous, previous.meta.time_labels, null) : null,
       previousLabels: previous ? previous.meta.time_labels : [],
+      previousName: COMPARED[state.compare] || "",
     });
+    graphSection.dataset.loaded = "rows";
   } catch (error) {
     if (aborted(error)) return;
     graphSection.hidden = true; // refused or failed: no graph rather than an error
     clear(parts.graph);
+    graphSection.dataset.loaded = "failed";
   } finally {
     graphSection.removeAttribute("aria-busy");
   }
@@ -331,8 +350,11 @@ async function loadRealtime() {
     parts.realtime.replaceChildren(h("span", { class: "dot", "aria-hidden": "true" }),
       h("span", { id: "realtime-count" }, show("visitors", count)),
       count === 1 ? " current visitor" : " current visitors");
+    parts.realtime.dataset.loaded = "rows";
   } catch (error) {
-    if (!aborted(error)) parts.realtime.replaceChildren();
+    if (aborted(error)) return;
+    parts.realtime.replaceChildren();
+    parts.realtime.dataset.loaded = "failed";
   }
 }
 

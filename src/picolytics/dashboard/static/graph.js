@@ -1,5 +1,6 @@
-// The main graph: one metric over the period's buckets, and the previous period as a
-// dashed second line, drawn by uPlot (static/vendor/, the global `uPlot`).
+// The main graph: one metric over the period's buckets, and the period it is compared
+// with (the previous one, or a year earlier) as a dashed second line, drawn by uPlot
+// (static/vendor/, the global `uPlot`).
 //
 // The x axis is the bucket's index, labelled by the bucket: the two periods line up
 // by position (first day with first day), not by date. Buckets still to come (the
@@ -33,7 +34,10 @@ export function clear(container) {
  * Draw `current` (and `previous`) values of `name` over `labels` into `container`;
  * `table` gets the same numbers as rows.
  */
-export function draw(container, table, { name, labels, previousLabels, current, previous, interval }) {
+export function draw(container, table, {
+  name, labels, previousLabels, current, previous, interval, previousName = "the previous period",
+}) {
+  const before = previousName.charAt(0).toUpperCase() + previousName.slice(1);
   clear(container);
   const label = METRICS[name].label;
   const shownLabels = labels.map((text) => bucket(text, interval));
@@ -48,7 +52,7 @@ export function draw(container, table, { name, labels, previousLabels, current, 
   if (previous) {
     data.push(labels.map((_, index) => (index < previous.length ? previous[index] : null)));
     lines.push({
-      label: "Previous period", stroke: color("--muted"), width: 1.5, dash: [6, 4],
+      label: before, stroke: color("--muted"), width: 1.5, dash: [6, 4],
       value: (u, v) => show(name, v), points: { show: false },
     });
   }
@@ -74,26 +78,26 @@ export function draw(container, table, { name, labels, previousLabels, current, 
     ],
   };
   plot = new uPlot(options, data, container);
-  container.setAttribute("aria-label", summary(label, current, previous));
+  container.setAttribute("aria-label", summary(label, current, previous, previousName));
   observer = new ResizeObserver(() => {
     if (plot) plot.setSize({ width: Math.max(280, container.clientWidth), height: 260 });
   });
   observer.observe(container);
-  fill(table, name, labels, previousLabels, current, previous);
+  fill(table, name, labels, previousLabels, current, previous, before);
 }
 
-function summary(label, current, previous) {
+function summary(label, current, previous, previousName) {
   const total = (values) => values.reduce((sum, v) => sum + (v || 0), 0);
   const points = current.filter((v) => v !== null).length;
   let text = `${label} over ${points} buckets, highest ${Math.max(0, ...current.map((v) => v || 0))}`;
-  if (previous) text += `; the previous period's highest ${Math.max(0, ...previous.map((v) => v || 0))}`;
+  if (previous) text += `; ${previousName}, highest ${Math.max(0, ...previous.map((v) => v || 0))}`;
   return text + `. Totals of the buckets: ${total(current)}. The table below lists every bucket.`;
 }
 
-function fill(table, name, labels, previousLabels, current, previous) {
+function fill(table, name, labels, previousLabels, current, previous, before) {
   const head = h("tr", {}, h("th", { scope: "col" }, "Bucket"),
     h("th", { scope: "col" }, METRICS[name].label),
-    previous ? h("th", { scope: "col" }, "Previous period") : null);
+    previous ? h("th", { scope: "col" }, before) : null);
   const rows = labels.map((label, index) => h("tr", {},
     h("th", { scope: "row" }, label),
     h("td", {}, show(name, current[index])),

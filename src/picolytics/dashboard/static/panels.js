@@ -2,6 +2,8 @@
 // ...), one Stats API v2 query per shown tab. A row is a button: it filters every
 // panel by its value. A tab the API refuses (400, even with visitors alone) is hidden,
 // and so is a card with no tab left; "Download CSV" asks for up to EXPORT_ROWS rows.
+// A card's `data-loaded` says its load has ended and how ("rows", "empty", "idle",
+// "hidden", "failed"): absent while it loads (scripts/bench_dashboard.py waits on it).
 
 import { refused, aborted } from "./api.js";
 import { countryName, csv, h, metric as show, METRICS } from "./format.js";
@@ -207,10 +209,16 @@ function download(card, t, ctx) {
 
 /** Fill the card's section for this state; hide it when the API answers none of it. */
 export async function load(card, section, ctx) {
+  section.removeAttribute("data-loaded");
+  const outcome = await fill(card, section, ctx);
+  if (outcome) section.dataset.loaded = outcome; // none when aborted: a newer load goes on
+}
+
+async function fill(card, section, ctx) {
   const t = shownTab(card, ctx);
   if (!t) {
     section.hidden = true;
-    return;
+    return "hidden";
   }
   section.hidden = false;
   const heading = h("h2", { id: `card-${card.id}-h` }, card.title);
@@ -219,7 +227,7 @@ export async function load(card, section, ctx) {
   section.replaceChildren(...[top, card.property ? propertyForm(ctx) : null, content].filter(Boolean));
   if (card.property && !ctx.prop) {
     content.append(h("p", { class: "empty" }, "Name a custom property to break its events down by its values."));
-    return;
+    return "idle";
   }
   section.setAttribute("aria-busy", "true");
   content.append(h("p", { class: "loading" }, "Loading…"));
@@ -230,17 +238,18 @@ export async function load(card, section, ctx) {
       "Download CSV", h("span", { class: "sr-only" }, ` of ${t.label}`));
     if (answer.results.length) {
       content.replaceChildren(table(card, t, ctx, metrics, answer), h("div", { class: "card-foot" }, csvButton));
-    } else {
-      content.replaceChildren(empty);
+      return "rows";
     }
+    content.replaceChildren(empty);
+    return "empty";
   } catch (error) {
-    if (aborted(error)) return;
+    if (aborted(error)) return null;
     if (refused(error)) {
       ctx.hidden.add(hiddenKey(card, t, ctx));
-      await load(card, section, ctx); // the next tab, or none
-      return;
+      return fill(card, section, ctx); // the next tab, or none
     }
     content.replaceChildren(h("p", { class: "failed", role: "status" }, `Could not load: ${error.message}`));
+    return "failed";
   } finally {
     section.removeAttribute("aria-busy");
   }

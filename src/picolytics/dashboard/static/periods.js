@@ -5,11 +5,18 @@
 // Dates are "YYYY-MM-DD" strings of local days; arithmetic on them runs in UTC, where
 // a day is always 24 hours. Named periods match the Stats API's own (docs/api-v2.md):
 // "7d" is the 7 days before today, "6mo" the 6 whole months before this one.
+//
+// The comparison (state.compare) is the previous period, the same period a year
+// earlier, or none. A year earlier is the query layer's rule (stats/engine.py,
+// comparison_period): the same local days, or wall-clock times, a year before, and
+// 29 February is the 28th. It is applied to each shown day, the last one included.
 
 export const PERIODS = [
   "realtime", "day", "yesterday", "7d", "30d", "month", "lastmonth", "6mo", "12mo", "custom",
 ];
 export const DEFAULT_PERIOD = "30d";
+export const COMPARES = ["previous", "year", "off"];
+export const DEFAULT_COMPARE = "previous";
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const MINUTE = 60 * 1000;
 const DAY = 24 * 60 * MINUTE;
@@ -43,11 +50,35 @@ function offset(tz, ms) {
 
 /** The instant a local date starts in zone `tz` (its first second, across DST too). */
 export function localMidnight(date, tz) {
-  const guess = toUtc(date);
+  return localInstant(date, 0, tz);
+}
+
+/** The instant of the wall-clock time `date` + `clockMs` in zone `tz`. */
+function localInstant(date, clockMs, tz) {
+  const guess = toUtc(date) + clockMs;
   let ms = guess - offset(tz, guess);
   const again = guess - offset(tz, ms);
   if (again !== ms) ms = again;
   return ms;
+}
+
+/** The same local date a year before; 29 February is the 28th. */
+export function yearBefore(date) {
+  const [y, m, d] = date.split("-").map(Number);
+  return `${pad(y - 1, 4)}-${pad(m)}-${pad(m === 2 && d === 29 ? 28 : d)}`;
+}
+
+/** The same wall-clock time in zone `tz` a year before the instant `ms`. */
+function instantYearBefore(ms, tz) {
+  const p = parts(tz, ms);
+  const clock = ((p.hour * 60 + p.minute) * 60 + p.second) * 1000 + (ms % 1000);
+  return localInstant(yearBefore(localDate(tz, ms)), clock, tz);
+}
+
+/** A date range of the API (two dates, or two ISO instants) a year before. */
+function rangeYearBefore(range, tz) {
+  if (DATE.test(range[0])) return range.map(yearBefore);
+  return range.map((instant) => iso(instantYearBefore(Date.parse(instant), tz)));
 }
 
 function toUtc(date) {
@@ -112,8 +143,21 @@ function days(from, to) {
  * and "month to date" compare with the previous one up to the same point only);
  * `interval` the graph's bucket, null for no graph; `first` and `last` the local
  * dates shown; `today` the site's. Null for a custom range that is not one.
+ * With `state.compare` "year" the two previous ranges are a year before the current
+ * ones ("today so far" up to the same time); with "off" both are null.
  */
 export function resolve(state, tz, now) {
+  const result = current(state, tz, now);
+  if (!result || !state.compare || state.compare === "previous") return result;
+  if (state.compare === "off") return { ...result, previous: null, previousGraph: null };
+  const previous = state.period === "day"
+    ? [iso(localMidnight(yearBefore(result.today), tz)), iso(instantYearBefore(now, tz))]
+    : rangeYearBefore(result.current, tz);
+  const previousGraph = result.currentGraph ? rangeYearBefore(result.currentGraph, tz) : null;
+  return { ...result, previous, previousGraph };
+}
+
+function current(state, tz, now) {
   const today = localDate(tz, now);
   const yesterday = addDays(today, -1);
   switch (state.period) {
