@@ -17,6 +17,7 @@ import http.client
 import importlib.util
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import ssl
@@ -47,6 +48,7 @@ from picolytics.config import Config, load_config
 from picolytics.errors import ConfigError
 from picolytics.serve.server import Listener, bind_all, serve_bound
 from picolytics.tls import store as tls_store
+from picolytics.tls.answers import ChallengeAnswers
 from picolytics.tls.challenge_app import ChallengeApp
 from picolytics.tls.endpoints import autotls_endpoints
 from picolytics.tls.ordering import (
@@ -645,3 +647,19 @@ def test_the_renewal_loop_survives_failures(
     assert len(failures) >= 3
     assert ": ValueError; " in failures[0]
     assert ": RuntimeError: StopIteration; " in failures[1]
+
+
+def test_a_token_with_a_trailing_newline_is_refused_without_a_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`^...$` lets "token\\n" through (`$` also matches before a final newline), and a
+    refused token must cost no database query: port 80 is open to anyone."""
+    answers = ChallengeAnswers("host=/nonexistent-picolytics-socket dbname=x connect_timeout=1")
+    token = "T" * 43
+    answers._mine[token] = f"{token}.thumbprint"
+
+    assert asyncio.run(answers.find(token)) == f"{token}.thumbprint"
+    with caplog.at_level(logging.WARNING, logger="picolytics"):
+        for bad in (f"{token}\n", f"\n{token}", f"{token}\r\n", "short\n"):
+            assert asyncio.run(answers.find(bad)) is None
+    assert caplog.records == []  # no lookup was tried (it would fail and warn)

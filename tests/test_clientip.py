@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
-from picolytics.config import DEFAULTS, IpExtractor
+from picolytics.config import DEFAULTS, Config, IpExtractor
 from picolytics.ingest.clientip import ClientIp, parse_address
+from picolytics.ingest.endpoint import log_startup_notes
+from picolytics.serve.app import create_app
 
 TRUSTED = [ipaddress.ip_network(cidr) for cidr in DEFAULTS.trusted_proxies]
 
@@ -115,3 +119,51 @@ def test_any_header_gives_an_address_never_an_exception(
     assert ipaddress.ip_address(result)
     if not any(peer in network for network in TRUSTED):
         assert parse_address(result) == parse_address(str(peer))
+
+
+def _startup_lines(config: Config, caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="picolytics"):
+        log_startup_notes(config)
+    return [
+        (record.levelno, record.getMessage())
+        for record in caplog.records
+        if "IP_EXTRACTOR" in record.getMessage()
+    ]
+
+
+def test_the_trusted_ranges_are_logged_at_startup(caplog: pytest.LogCaptureFixture) -> None:
+    explicit = Config(ip_extractor="xff", trusted_proxies=("10.244.0.0/16", "fd00::/8"))
+    assert _startup_lines(explicit, caplog) == [
+        (
+            logging.INFO,
+            "IP_EXTRACTOR=xff: X-Forwarded-For is believed from TRUSTED_PROXIES"
+            " 10.244.0.0/16, fd00::/8",
+        )
+    ]
+    realip = _startup_lines(Config(ip_extractor="realip"), caplog)
+    assert realip == [
+        (
+            logging.WARNING,
+            "IP_EXTRACTOR=realip: X-Real-IP is believed from TRUSTED_PROXIES "
+            + ", ".join(DEFAULTS.trusted_proxies)
+            + " (the default: every private range; set your proxies' own)",
+        )
+    ]
+    assert _startup_lines(Config(ip_extractor="direct"), caplog) == []  # nothing is believed
+
+
+def test_the_server_logs_its_startup_notes(
+    migrated_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config(ip_extractor="xff", trusted_proxies=("192.0.2.0/24",), geo_ip_file="")
+    with (
+        caplog.at_level(logging.INFO, logger="picolytics"),
+        TestClient(create_app(config, conninfo=migrated_database)),
+    ):
+        pass
+    messages = [record.getMessage() for record in caplog.records]
+    assert "IP_EXTRACTOR=xff: X-Forwarded-For is believed from TRUSTED_PROXIES 192.0.2.0/24" in (
+        messages
+    )
+    assert sum(message.startswith("ALLOWED_SITES is empty") for message in messages) == 1

@@ -98,6 +98,11 @@ def seeded(module_database: str, admin_conninfo: str) -> Iterator[Seeded]:
         yield Seeded(module_database, reader, now)
 
 
+def sqlstring_event(sql: str, event: str) -> str:
+    """Grafana's `${event:sqlstring}`: the value quoted, its quotes doubled."""
+    return sql.replace("${event:sqlstring}", "'" + event.replace("'", "''") + "'")
+
+
 def run_panel(
     seeded: Seeded, title: str, sites: tuple[str, ...] = (SITE,), event: str = "signup"
 ) -> dict[str, Any]:
@@ -107,7 +112,7 @@ def run_panel(
     with psycopg.connect(seeded.reader) as connection:
         for target in panel["targets"]:
             text = expand(
-                target["rawSql"],
+                sqlstring_event(target["rawSql"], event),
                 start=seeded.now - timedelta(hours=6),
                 end=seeded.now,
                 interval="1h",
@@ -244,6 +249,17 @@ def test_event_variable_lists_custom_events_of_the_range(seeded: Seeded) -> None
 def test_event_variable_value_is_escaped(seeded: Seeded) -> None:
     assert rows(seeded, "Event properties", event="download") == [("url", GUIDE, 1, 1)]
     assert rows(seeded, "Event properties", event="it's'; DROP TABLE x; --") == []
+
+
+def test_the_event_variable_is_quoted_by_grafana_not_by_the_sql() -> None:
+    """`'$event'` relies on the data source doubling quotes in a single value; once the
+    variable allows several values (or a data source does not), a name with a quote
+    breaks out of the literal. `${event:sqlstring}` quotes and escapes in every case."""
+    sqls = [target["rawSql"] for panel in sql_panels() for target in panel["targets"]]
+    referencing = [sql for sql in sqls if re.search(r"\$\{?event\b", sql)]
+    assert referencing, "no panel uses the event variable"
+    for sql in referencing:
+        assert re.findall(r"\$\{?event[^\s)]*", sql) == ["${event:sqlstring}"], sql
 
 
 def test_dashboard_shape() -> None:

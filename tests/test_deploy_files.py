@@ -10,6 +10,7 @@ ran as the application role, and the chart renders and lints with Helm's own cod
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from helpers.processes import clean_env
 from helpers.reporting import PRIVATE_TABLES, READABLE_TABLES, VIEWS
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from picolytics.config import load_config
+from picolytics.serve.app import build_services
 from picolytics.storage import embedded, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +78,13 @@ def test_env_sample_has_only_placeholders() -> None:
 def test_compose_services() -> None:
     compose = load_yaml(COMPOSE)
     services = compose["services"]
-    assert set(services) == {"postgres", "picolytics", "victoriametrics", "grafana"}
+    assert set(services) == {
+        "check-passwords",
+        "postgres",
+        "picolytics",
+        "victoriametrics",
+        "grafana",
+    }
     for name, service in services.items():
         if name != "picolytics":
             image = service["image"]
@@ -129,6 +138,107 @@ def test_compose_config_with_docker_compose() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _check_passwords(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run compose's check-passwords command as its container would (compose turns
+    `$$` into `$`)."""
+    service = load_yaml(COMPOSE)["services"]["check-passwords"]
+    program, option, script = service["entrypoint"]
+    return subprocess.run(
+        [program, option, script.replace("$$", "$")],
+        env={"PATH": os.environ.get("PATH", ""), **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def test_compose_refuses_the_placeholder_passwords() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    check = services["check-passwords"]
+    # Unset or empty: compose itself stops, naming docker/.env.
+    assert all(
+        re.fullmatch(rf"\$\{{{name}:\?set it in docker/\.env.*\}}", value)
+        for name, value in check["environment"].items()
+    ), check["environment"]
+    assert set(check["environment"]) == set(env_sample())
+    placeholders = _check_passwords(env_sample())
+    assert placeholders.returncode == 1
+    assert "POSTGRES_PASSWORD is still a placeholder" in placeholders.stderr
+    assert "REPLACE_PG_PASSWORD" not in placeholders.stderr  # names, never values
+    one_left = {name: f"long-random-{name}" for name in env_sample()}
+    one_left["GRAFANA_ADMIN_PASSWORD"] = "REPLACE_GF_ADMIN_PASSWORD"
+    assert "GRAFANA_ADMIN_PASSWORD is still" in _check_passwords(one_left).stderr
+    assert _check_passwords({name: f"long-random-{name}" for name in env_sample()}).returncode == 0
+    # Nothing starts before the check has passed (picolytics and grafana wait for postgres).
+    for name in ("postgres", "victoriametrics"):
+        assert services[name]["depends_on"]["check-passwords"] == {
+            "condition": "service_completed_successfully"
+        }
+    for name in ("picolytics", "grafana"):
+        assert "postgres" in services[name]["depends_on"]
+
+
+def test_the_initdb_script_refuses_the_placeholder_passwords() -> None:
+    environment = {
+        **clean_env(),
+        "POSTGRES_PICOLYTICS_PASSWORD": "a-real-one",
+        "POSTGRES_GRAFANA_PASSWORD": "REPLACE_GF_PASSWORD",
+        "PATH": "/nonexistent",  # it must stop before it runs psql
+    }
+    result = subprocess.run(
+        ["/bin/bash", str(INITDB)], env=environment, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "POSTGRES_GRAFANA_PASSWORD is still a REPLACE_ placeholder" in result.stderr
+
+
+def test_grafana_is_published_on_loopback_only() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
+    published = {name: service.get("ports", []) for name, service in services.items()}
+    assert published == {
+        "check-passwords": [],
+        "postgres": [],
+        "picolytics": ["8080:8080"],  # the trackers' endpoint is public by design
+        "victoriametrics": [],
+        "grafana": ["127.0.0.1:3000:3000"],
+    }
+
+
+def test_docker_env_is_ignored_by_git() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", "docker/.env"], check=False
+    )
+    assert ignored.returncode == 0
+    sample = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", "docker/.env-sample"],
+        check=False,
+    )
+    assert sample.returncode == 1  # the template stays tracked
+
+
+@pytest.mark.external
+def test_compose_without_passwords_stops_naming_docker_env(tmp_path: Path) -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    empty = tmp_path / ".env"
+    empty.write_text("", encoding="utf-8")
+    result = subprocess.run(
+        [tool, "--file", str(COMPOSE), "--env-file", str(empty), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert result.returncode != 0
+    assert "set it in docker/.env" in result.stderr
+
+
 # --- Dockerfile -----------------------------------------------------------------------------
 
 
@@ -165,8 +275,14 @@ def psql_program() -> str:
 @pytest.fixture
 def cluster() -> Iterator[str]:
     """A PostgreSQL server of its own: roles are server-wide, and these tests need a
-    server where picolytics_reader does not exist yet. Yields a superuser conninfo."""
+    server where picolytics_reader does not exist yet. Yields a superuser conninfo.
+    The embedded server makes picolytics' database and roles at start: they are
+    dropped, so the server is as bare as a new postgres container's."""
     with embedded_cluster("picolytics-deploy-") as conninfo:
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute("DROP DATABASE picolytics")
+            connection.execute("DROP ROLE picolytics")
+            connection.execute("DROP ROLE picolytics_reader")
         yield conninfo
 
 
@@ -349,9 +465,19 @@ def test_chart_lints_and_renders_with_helm(values_file: str) -> None:
     configmaps = [d for d in documents if d["kind"] == "ConfigMap"]
     dashboards = next(d for d in configmaps if d["metadata"]["name"].endswith("-dashboards"))
     assert dashboards["data"]["picolytics.json"].strip() == DASHBOARD.read_text().strip()
+    environment = {entry["name"]: entry.get("value") for entry in container["env"]}
+    assert environment["IP_EXTRACTOR"] == "xff"
+    assert environment["TRUSTED_PROXIES"] == ",".join(values["trustedProxies"])
     if values_file == "values.external.yaml":
         assert "HorizontalPodAutoscaler" in kinds and "replicas" not in deployment["spec"]
         assert "StatefulSet" not in kinds
+        # The external server's certificate is checked against the CA of its secret.
+        assert environment["PGSSLMODE"] == "verify-full"
+        assert environment["PGSSLROOTCERT"] == "/etc/picolytics/postgres-ca/ca.crt"
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "postgres-ca", "secret": {"secretName": "picolytics-db-ca"}} in volumes
+        mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+        assert mounts["postgres-ca"] == "/etc/picolytics/postgres-ca"
     else:
         assert deployment["spec"]["replicas"] == 2
         assert {"StatefulSet", "Service"} <= set(kinds)
@@ -364,3 +490,73 @@ def test_chart_requires_a_database() -> None:
     chart_module: Any = importlib.import_module("helm_python.chart")
     with pytest.raises(Exception, match=r"set database\.host"):
         chart_module.Chart.load(str(CHART)).render({}, name="picolytics", namespace="x")
+
+
+def _render_chart(values: dict[str, Any]) -> dict[str, str | None]:
+    """The picolytics container's environment, rendered by Helm's own code."""
+    if importlib.util.find_spec("helm_python") is None:
+        pytest.skip("helm-python-sdk (Helm's Go code as a library) is not installed")
+    chart_module: Any = importlib.import_module("helm_python.chart")
+    rendered = chart_module.Chart.load(str(CHART)).render(
+        {"postgresql": {"enabled": True}, **values}, name="picolytics", namespace="x"
+    )
+    documents = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    (deployment,) = [
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "picolytics"
+    ]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {entry["name"]: entry.get("value") for entry in container["env"]}
+
+
+@pytest.mark.external
+def test_chart_requires_the_ingress_range_with_forwarded_headers() -> None:
+    # The chart's default IP_EXTRACTOR=xff with picolytics' default TRUSTED_PROXIES
+    # would believe any private hop: no default, the chart says what to set.
+    with pytest.raises(Exception, match=r"set trustedProxies to your ingress controller"):
+        _render_chart({})
+    with pytest.raises(Exception, match=r"set trustedProxies.*realip"):
+        _render_chart({"config": {"IP_EXTRACTOR": "realip"}})
+    with pytest.raises(Exception, match=r"set trustedProxies, not config\.TRUSTED_PROXIES"):
+        _render_chart({"config": {"TRUSTED_PROXIES": "10.0.0.0/8"}, "trustedProxies": ["a"]})
+    environment = _render_chart({"trustedProxies": ["10.244.0.0/16", "fd00:10:244::/56"]})
+    assert environment["TRUSTED_PROXIES"] == "10.244.0.0/16,fd00:10:244::/56"
+    assert environment["IP_EXTRACTOR"] == "xff"
+    direct = _render_chart({"config": {"IP_EXTRACTOR": "direct"}})
+    assert "TRUSTED_PROXIES" not in direct  # nothing forwarded is believed
+
+
+def test_chart_values_name_the_ingress_range_and_verify_the_database() -> None:
+    defaults = load_yaml(CHART / "values.yaml")
+    assert defaults["config"]["IP_EXTRACTOR"] == "xff" and defaults["trustedProxies"] == []
+    assert "TRUSTED_PROXIES" not in defaults["config"]
+    for name in ("values.example.yaml", "values.external.yaml"):
+        values = load_yaml(CHART.parent / name)
+        assert values["trustedProxies"], name
+        for cidr in values["trustedProxies"]:
+            assert ipaddress.ip_network(cidr).is_private, (name, cidr)
+    external = load_yaml(CHART.parent / "values.external.yaml")["database"]
+    assert external["sslMode"] == "verify-full" and external["caSecretName"]
+
+
+# What a picolytics process holds besides its queue (about 100 MiB measured, plus a
+# batch in flight): a stalled database must fill every queue without an OOM kill.
+PROCESS_MIB = 150
+
+
+@pytest.mark.parametrize("values_file", ["", "values.example.yaml", "values.external.yaml"])
+def test_chart_memory_limit_holds_full_queues(values_file: str) -> None:
+    values = load_yaml(CHART / "values.yaml")
+    if values_file:
+        values = {**values, **load_yaml(CHART.parent / values_file)}
+    environ = {name: str(value) for name, value in values["config"].items()}
+    config = load_config(None, {**environ, "GEO_IP_FILE": ""})
+    services = build_services(config, conninfo="")
+    services.geo.close()
+    max_bytes = services.pipeline.queue.max_bytes
+    assert max_bytes is not None  # QUEUE_MEMORY_MB always sets it
+    queue_mib = max_bytes / 2**20
+    limit = values["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi"), limit
+    supervisor = PROCESS_MIB if config.workers > 1 else 0
+    needed = config.workers * (queue_mib + PROCESS_MIB) + supervisor
+    assert needed <= int(limit.removesuffix("Mi")), (values_file, needed, limit)

@@ -120,12 +120,19 @@ def test_memory_stays_bounded_while_the_queue_is_full(
 ) -> None:
     monkeypatch.setattr(pipeline_module, "RETRY_CAP_S", 0.5)
     queue_size = 400
-    config = Config(queue_size=queue_size, batch_max_size=50, request_rate_limit=0, geo_ip_file="")
+    memory = 1024 * 1024  # QUEUE_MEMORY_MB=1: about 120 of these events
+    config = Config(
+        queue_size=queue_size,
+        queue_memory_mb=1,
+        batch_max_size=50,
+        request_rate_limit=0,
+        geo_ip_file="",
+    )
     with FaultProxy(unix_socket_of(migrated_database)) as proxy:
         conninfo = with_connection_options(proxy.conninfo(migrated_database, connect_timeout=2))
         app = create_app(config, conninfo=conninfo)
         pipeline = app.state.services.pipeline
-        assert pipeline.queue.max_bytes == queue_size * BODY_MAX
+        assert pipeline.queue.max_bytes == memory
         headers = {"Content-Type": "text/plain", "User-Agent": CHROME_LINUX_UA}
         with TestClient(app, client=("81.2.69.160", 1)) as client:
             proxy.set_mode("refuse")  # nothing leaves the queue
@@ -137,7 +144,7 @@ def test_memory_stays_bounded_while_the_queue_is_full(
             assert status == 503
             # Full by bytes long before it is full by count.
             assert pipeline.queue.qsize() < queue_size // 2
-            assert pipeline.queue.queued_bytes <= queue_size * BODY_MAX
+            assert pipeline.queue.queued_bytes <= memory
             gc.collect()
             tracemalloc.start(FRAMES)
             try:

@@ -228,3 +228,26 @@ def test_allowed_sites_apply_to_the_named_domain(migrated_database: str) -> None
         assert (refused.status_code, refused.text) == (403, "site not tracked here")
         wait_for_count(migrated_database, "SELECT count(*) FROM events", 1)
     assert query(migrated_database, "SELECT domain FROM sites") == [("example.com",)]
+
+
+def test_d_names_the_site_and_u_only_the_page(migrated_database: str) -> None:
+    """Plausible's rule: `d` is the site, whatever host `u` names (a staging copy, a
+    proxy); so the new-site limit counts `d`, and `u`'s host creates no site."""
+    config = Config(
+        batch_max_msec=20, request_rate_limit=0, geo_ip_file="", max_new_sites_per_hour=1
+    )
+    app = create_app(config, conninfo=migrated_database)
+    with TestClient(app, client=(CLIENT_IP, 50123)) as client:
+        first = send(client, d="shop.example", u="https://cdn.other.example/cart?utm_source=x")
+        assert first.status_code == 202
+        # Another page host under the same d: the same site, nothing new to count.
+        assert send(client, d="shop.example", u="https://third.example/").status_code == 202
+        # A second d is a second new site: over the limit of one.
+        over = send(client, d="another.example", u="https://shop.example/")
+        assert (over.status_code, over.text) == (403, "too many new sites, try again later")
+        wait_for_count(migrated_database, "SELECT count(*) FROM events", 2)
+    assert query(migrated_database, "SELECT domain FROM sites") == [("shop.example",)]
+    assert query(migrated_database, "SELECT path FROM events ORDER BY received_at") == [
+        ("/cart",),
+        ("/",),
+    ]

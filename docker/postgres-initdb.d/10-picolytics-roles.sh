@@ -15,6 +15,13 @@ set -euo pipefail
 
 : "${POSTGRES_PICOLYTICS_PASSWORD:?POSTGRES_PICOLYTICS_PASSWORD must be set}"
 : "${POSTGRES_GRAFANA_PASSWORD:?POSTGRES_GRAFANA_PASSWORD must be set}"
+# .env-sample's placeholders are public: a role with one would have a known password.
+for name in POSTGRES_PICOLYTICS_PASSWORD POSTGRES_GRAFANA_PASSWORD; do
+    if [[ "${!name}" == REPLACE_* ]]; then
+        echo "$name is still a REPLACE_ placeholder: set a real password" >&2
+        exit 1
+    fi
+done
 
 psql --no-psqlrc -v ON_ERROR_STOP=1 \
     --username "${POSTGRES_USER:-postgres}" --dbname "${POSTGRES_DB:-postgres}" \

@@ -163,3 +163,17 @@ class AccountOptionError(PicolyticsError):
     already); names it."""
 
     exit_code = 2
+
+
+class ApiBusyError(PicolyticsError):
+    """Every connection of the Stats API's pool stayed in use for as long as a request
+    may wait for one (HTTP 503: try again later)."""
+
+
+class UnsafeSchemaError(PicolyticsError):
+    """A function or operator in a schema on picolytics' search_path, owned by a role
+    that is neither picolytics' nor a superuser, would shadow a built-in one."""
+
+
+class BackupError(PicolyticsError):
+    """`picolytics backup` could not find or run pg_dump, or pg_dump failed."""

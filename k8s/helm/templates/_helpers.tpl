@@ -33,3 +33,15 @@ app.kubernetes.io/component: server
 {{- fail "set database.host (external PostgreSQL) or postgresql.enabled=true" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* TRUSTED_PROXIES: required whenever forwarded headers are believed (values.yaml). */}}
+{{- define "picolytics.trustedProxies" -}}
+{{- if hasKey .Values.config "TRUSTED_PROXIES" -}}
+{{- fail "set trustedProxies, not config.TRUSTED_PROXIES" -}}
+{{- end -}}
+{{- $extractor := .Values.config.IP_EXTRACTOR | default "direct" | lower -}}
+{{- if and (ne $extractor "direct") (not .Values.trustedProxies) -}}
+{{- fail (printf "set trustedProxies to your ingress controller's CIDR ranges (config.IP_EXTRACTOR is %s)" $extractor) -}}
+{{- end -}}
+{{- join "," .Values.trustedProxies -}}
+{{- end -}}

@@ -4,12 +4,13 @@ root group; each other module adds one command group to it."""
 
 from __future__ import annotations
 
-from picolytics.cli import api_keys, goals, shares, users
+from picolytics.cli import api_keys, backup, goals, shares, users
 from picolytics.cli.commands import cli, main
 
 cli.add_command(api_keys.group)
 cli.add_command(goals.group)
 cli.add_command(users.group)
 cli.add_command(shares.group)
+cli.add_command(backup.command)
 
 __all__ = ["cli", "main"]

@@ -4,7 +4,6 @@ rollup, report, site, write-default-config."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from datetime import date
@@ -14,7 +13,7 @@ from typing import Any
 import click
 
 from picolytics import __version__
-from picolytics.cli.common import PicolyticsGroup, config_of
+from picolytics.cli.common import JSON_FLAG, PicolyticsGroup, config_of, echo_listing
 from picolytics.config import write_default_config
 from picolytics.dashboard.setup import announce_setup_link
 from picolytics.errors import (
@@ -32,6 +31,7 @@ from picolytics.report.query import (
     report_from,
 )
 from picolytics.serve.app import admin_app_for, create_app
+from picolytics.serve.limits import ServerLimits
 from picolytics.serve.server import Listener, run
 from picolytics.serve.supervisor import serve_workers
 from picolytics.stats import periods as stats_periods
@@ -106,7 +106,13 @@ def serve(ctx: click.Context) -> None:
         if config.autotls_enabled:  # HTTPS and port 80 instead of LISTEN_ADDR
             tls = autotls_endpoints(config, conninfo)
             listeners = [
-                Listener(app, tls.https_addr, "public", ssl_context=tls.ssl_context),
+                Listener(
+                    app,
+                    tls.https_addr,
+                    "public",
+                    ssl_context=tls.ssl_context,
+                    limits=ServerLimits.of(config),
+                ),
                 Listener(
                     tls.challenge_app,
                     tls.http_addr,
@@ -114,7 +120,15 @@ def serve(ctx: click.Context) -> None:
                 ),
             ]
         else:
-            listeners = [Listener(app, config.listen_addr, "public", server=config.server)]
+            listeners = [
+                Listener(
+                    app,
+                    config.listen_addr,
+                    "public",
+                    server=config.server,
+                    limits=ServerLimits.of(config),
+                )
+            ]
         if config.admin_listen:
             listeners.append(Listener(admin_app_for(app, config), config.admin_listen, "admin"))
         run(*listeners)
@@ -375,19 +389,15 @@ def site_group() -> None:
 
 
 @site_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@JSON_FLAG
 @click.pass_context
 def site_list_command(ctx: click.Context, as_json: bool) -> None:
     """Each site's time zone, first and last day with data, and rolled-up days."""
 
-    config = config_of(ctx)
-    with database_conninfo(config) as conninfo:
-        sites = sites_admin.connected(conninfo, sites_admin.list_sites)
-    if as_json:
-        click.echo(json.dumps(sites_admin.document(sites), indent=2, ensure_ascii=False))
-        return
-    for line in sites_admin.table(sites):
-        click.echo(line)
+    def fetch(conninfo: str) -> list[sites_admin.SiteSummary]:
+        return sites_admin.connected(conninfo, sites_admin.list_sites)
+
+    echo_listing(ctx, as_json, fetch, sites_admin.table, sites_admin.document)
 
 
 @site_group.command("set")

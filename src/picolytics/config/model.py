@@ -36,6 +36,10 @@ class Config:
     static_dir: str = "static"
     static_cache_max_age: int = 3600
     request_rate_limit: float = 10.0
+    max_connections: int = 1000
+    request_head_timeout_sec: float = 10.0
+    request_body_timeout_sec: float = 10.0
+    rate_limit_ipv6_prefix: int = 64
     autotls_enabled: bool = False
     autotls_host: str = ""
     autotls_staging: bool = True
@@ -48,6 +52,7 @@ class Config:
     valid_event_names: tuple[str, ...] = DEFAULT_EVENT_NAMES
     custom_event_names: str = ""
     allowed_sites: tuple[str, ...] = ()
+    max_new_sites_per_hour: int = 100
     ip_extractor: IpExtractor = "direct"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     geo_ip_file: str = "geoip.mmdb"
@@ -57,6 +62,7 @@ class Config:
     rollup_interval_sec: int = 60
     query_timeout_sec: float = 10.0
     api_rate_limit: int = 600
+    api_pool_size: int = 4
     session_timeout_min: int = 30
     dashboard_enabled: bool = True
     dashboard_session_days: int = 14
@@ -66,6 +72,7 @@ class Config:
     server: ServerName = "hypercorn"
     workers: int = 1
     queue_size: int = 640_000
+    queue_memory_mb: int = 256
     batch_max_size: int = 6400
     batch_max_msec: int = 500
 

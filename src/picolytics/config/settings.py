@@ -149,6 +149,44 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         1_000_000,
     ),
+    Setting(
+        "max_connections",
+        "MAX_CONNECTIONS",
+        "maxConnections",
+        "int",
+        "Most open connections per server process; a further one is answered 503 and closed",
+        1,
+        1_000_000,
+    ),
+    Setting(
+        "request_head_timeout_sec",
+        "REQUEST_HEAD_TIMEOUT_SEC",
+        "requestHeadTimeoutSec",
+        "float",
+        "Seconds a client has to send a whole request head, from connecting or from the "
+        "previous response (an idle keep-alive connection is closed then); else closed",
+        0.5,
+        3600,
+    ),
+    Setting(
+        "request_body_timeout_sec",
+        "REQUEST_BODY_TIMEOUT_SEC",
+        "requestBodyTimeoutSec",
+        "float",
+        "Seconds a client has to send a whole request body once its head is in; else 408",
+        0.5,
+        3600,
+    ),
+    Setting(
+        "rate_limit_ipv6_prefix",
+        "RATE_LIMIT_IPV6_PREFIX",
+        "rateLimitIpv6Prefix",
+        "int",
+        "Prefix length of the IPv6 networks whose addresses share one rate-limit bucket"
+        " (64: one subscriber's LAN; 56 or 48: whole allocations). IPv4: per address",
+        48,
+        64,
+    ),
     # Automatic TLS
     Setting(
         "autotls_enabled",
@@ -238,6 +276,16 @@ SETTINGS: tuple[Setting, ...] = (
         "list",
         "Domains to track (without www.); events for other sites are refused. Empty: any",
     ),
+    Setting(
+        "max_new_sites_per_hour",
+        "MAX_NEW_SITES_PER_HOUR",
+        "maxNewSitesPerHour",
+        "int",
+        "With allowedSites empty: at most this many sites new to a process are accepted"
+        " per hour, events for further ones are refused (0 = no new sites)",
+        0,
+        1_000_000,
+    ),
     # Proxies
     Setting(
         "ip_extractor",
@@ -318,6 +366,16 @@ SETTINGS: tuple[Setting, ...] = (
         1_000_000,
     ),
     Setting(
+        "api_pool_size",
+        "API_POOL_SIZE",
+        "apiPoolSize",
+        "int",
+        "Most PostgreSQL connections the Stats API and dashboard keep open per process "
+        "(opened when needed; a request past them waits up to queryTimeoutSec)",
+        1,
+        100,
+    ),
+    Setting(
         "session_timeout_min",
         "SESSION_TIMEOUT_MIN",
         "sessionTimeoutMin",
@@ -384,9 +442,19 @@ SETTINGS: tuple[Setting, ...] = (
         "QUEUE_SIZE",
         "queueSize",
         "int",
-        "Events held in memory waiting to be written",
+        "Most events held in memory waiting to be written, per worker",
         1,
         100_000_000,
+    ),
+    Setting(
+        "queue_memory_mb",
+        "QUEUE_MEMORY_MB",
+        "queueMemoryMb",
+        "int",
+        "Most memory, in MiB, that events waiting to be written may hold, per worker "
+        "(beyond it, or queueSize, new events are refused with 503)",
+        1,
+        1_000_000,
     ),
     Setting(
         "batch_max_size",

@@ -69,3 +69,13 @@ class ClientIp:
             if not self.is_trusted(address):
                 break
         return client
+
+
+def trust_note(extractor: IpExtractor, trusted: Sequence[Network]) -> str | None:
+    """What the server believes of forwarded headers, for the startup log; None in
+    `direct` mode, where it believes none."""
+    if extractor == "direct":
+        return None
+    header = "X-Forwarded-For" if extractor == "xff" else "X-Real-IP"
+    ranges = ", ".join(str(network) for network in trusted) or "none"
+    return f"IP_EXTRACTOR={extractor}: {header} is believed from TRUSTED_PROXIES {ranges}"

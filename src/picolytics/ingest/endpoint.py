@@ -1,7 +1,8 @@
 """POST /p and POST /api/event: from a tracker's request to an enriched event in the queue.
 
-The handler reads the body under a size limit, validates it (collect.py), drops
-bots into a counter, derives the private visitor id and the location from the IP
+The handler reads the body under a size limit, validates it (collect.py), refuses
+sites beyond ALLOWED_SITES or the new-site limit (storage/sites.py), drops bots into
+a counter, derives the private visitor id and the location from the IP
 address and User-Agent (which go no further than this function), and offers the
 event to the queue. It never waits on the database.
 
@@ -22,13 +23,13 @@ from datetime import UTC, datetime
 from starlette.types import Message, Receive, Scope, Send
 
 from picolytics.accounting import RejectReason
-from picolytics.config import Config
+from picolytics.config import DEFAULTS, Config
 from picolytics.enrich.agents import AgentParser
 from picolytics.enrich.channels import channel_of
 from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache, SaltUnavailableError
 from picolytics.events import BotHit, EventNames, PageEvent, QueuedEvent, new_id
-from picolytics.ingest.clientip import ClientIp
+from picolytics.ingest.clientip import ClientIp, trust_note
 from picolytics.ingest.collect import parse_event
 from picolytics.ingest.payload import InvalidPayload
 from picolytics.ingest.plausible import parse_plausible_event
@@ -143,6 +144,22 @@ async def respond(send: Send, status: int, body: bytes, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
+def log_startup_notes(config: Config) -> None:
+    """Log, once at startup, who may name sites and whose forwarded addresses count."""
+    if not config.allowed_sites:
+        log.warning(
+            "ALLOWED_SITES is empty: any domain a client names becomes a site"
+            " (at most %d new ones per hour and process: MAX_NEW_SITES_PER_HOUR)",
+            config.max_new_sites_per_hour,
+        )
+    note = trust_note(config.ip_extractor, config.trusted_networks())
+    if note is not None:
+        if config.trusted_proxies == DEFAULTS.trusted_proxies:
+            log.warning("%s (the default: every private range; set your proxies' own)", note)
+        else:
+            log.info("%s", note)
+
+
 class Ingest:
     def __init__(
         self,
@@ -156,7 +173,9 @@ class Ingest:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.rate_limiter = (
-            RateLimiter(config.request_rate_limit) if config.request_rate_limit > 0 else None
+            RateLimiter(config.request_rate_limit, ipv6_prefix=config.rate_limit_ipv6_prefix)
+            if config.request_rate_limit > 0
+            else None
         )
         self.body_limit = config.body_max_size
         self.names = config.event_names()
@@ -167,6 +186,8 @@ class Ingest:
         }
         self.allowed_sites = frozenset(config.allowed_sites)
         self.pipeline = pipeline
+        # Anyone may name a new site while ALLOWED_SITES is empty: a limit per hour.
+        self.new_sites = pipeline.sites.new_sites
         self.salts = salts
         self.geo = geo
         self.agents = agents
@@ -212,6 +233,8 @@ class Ingest:
             raise Rejected("invalid", 400, error.reason) from None
         if self.allowed_sites and page.site not in self.allowed_sites:
             raise Rejected("unknown_site", 403, "site not tracked here")
+        if not self.new_sites.admit(page.site):  # bots too: their counters are per site
+            raise Rejected("unknown_site", 403, "too many new sites, try again later")
         return page
 
     async def _collect(self, scope: Scope, receive: Receive) -> None:

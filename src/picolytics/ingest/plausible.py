@@ -8,7 +8,8 @@ package) and keep their tags. Fields, each under its short or long name:
               is a custom event and must be allowed like one sent to /p
   u/url       page URL (required)
   d/domain    the site, as configured in Plausible; the first of a comma-separated
-              list (Plausible's roll-ups), falling back to the URL's host
+              list (Plausible's roll-ups), falling back to the URL's host. `d` wins:
+              `u` names only the page, whatever its host (docs/ingest.md)
   r/referrer  referrer URL (host kept only)
   p/props     custom properties: an object, or that object as a JSON string (older
               scripts send it so)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from picolytics.api.auth import Authenticator, BearerKeys, FirstOf, KeyRateLimiter
+from picolytics.api.pool import ConnectionPool
 from picolytics.api.v1_endpoints import v1_routes
 from picolytics.api.v2_endpoint import QueryApi
 from picolytics.config import Config
@@ -29,16 +30,17 @@ from picolytics.enrich.geo import GeoLocator
 from picolytics.enrich.visitor import SaltCache
 from picolytics.errors import first_line
 from picolytics.ingest.clientip import ClientIp
-from picolytics.ingest.endpoint import Ingest
+from picolytics.ingest.endpoint import Ingest, log_startup_notes
 from picolytics.serve.admin import create_admin_app, readiness_reason
 from picolytics.serve.metrics import Metrics, exposition_registry
 from picolytics.serve.server import SHUTDOWN_DRAIN_S
 from picolytics.serve.static import StaticFiles, choose_static_dir
-from picolytics.storage.maintenance import maintain
+from picolytics.storage.maintenance import maintain, set_timeouts
 from picolytics.storage.pipeline import Pipeline
 from picolytics.storage.prune import prune
 from picolytics.storage.roller import catch_up
 from picolytics.storage.roller import summary as rollup_summary
+from picolytics.storage.sites import NewSites, SiteIds
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,16 @@ class Services:
     salts: SaltCache
     geo: GeoLocator
     metrics: Metrics
+    api_pool: ConnectionPool  # the Stats API's and the dashboard's queries
 
     def sync_metrics(self) -> None:
         pipeline = self.pipeline
         self.metrics.sync(
-            pipeline.stats, pipeline.queue.qsize(), pipeline.queue.maxsize, pipeline.database_ok
+            pipeline.stats,
+            pipeline.queue.qsize(),
+            pipeline.queue.maxsize,
+            pipeline.database_ok,
+            pipeline.sites.new_sites.refused,
         )
 
     async def sync_metrics_forever(self) -> None:
@@ -91,34 +98,47 @@ class Services:
         """Salts for today and tomorrow, partitions ahead, expired visits forgotten."""
         now = datetime.now(UTC)
         async with await AsyncConnection.connect(self.conninfo, autocommit=True) as connection:
+            await set_timeouts(connection)  # a held lock fails the round, never stalls it
             await self.salts.refresh(connection, now)
             await maintain(connection, now, self.pipeline.session_timeout)
+
+    async def maintenance_round(self) -> None:
+        """One round of maintenance; a failure is logged and counted, never raised."""
+        try:
+            await self.maintain()
+        except Exception as error:  # keep maintaining after outages
+            self.metrics.missed_run("maintenance", "failed")
+            log.warning("maintenance failed, will retry: %s", first_line(error))
 
     async def maintain_forever(self) -> None:
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            try:
-                await self.maintain()
-            except Exception as error:  # keep maintaining after outages
-                log.warning("maintenance failed, will retry: %s", first_line(error))
+            await self.maintenance_round()
 
     async def prune_forever(self) -> None:
         """Prune at startup, then every PRUNE_CHECK_HOURS; the lock lets one server do it."""
-        hours = self.config.prune_check_hours
         while True:
-            try:
-                await prune(
-                    self.conninfo,
-                    self.config.prune_days,
-                    rollup_days=self.config.prune_rollup_days,
-                )
-            except Exception as error:  # a failed prune waits for the next check
-                log.warning(
-                    "scheduled prune failed, will retry in %d hour(s): %s",
-                    hours,
-                    first_line(error),
-                )
-            await asyncio.sleep(hours * 3600)
+            await self.prune_round()
+            await asyncio.sleep(self.config.prune_check_hours * 3600)
+
+    async def prune_round(self) -> None:
+        """One scheduled prune; a failure or a skip is counted, a failure logged."""
+        try:
+            report = await prune(
+                self.conninfo,
+                self.config.prune_days,
+                rollup_days=self.config.prune_rollup_days,
+            )
+        except Exception as error:  # a failed prune waits for the next check
+            self.metrics.missed_run("prune", "failed")
+            log.warning(
+                "scheduled prune failed, will retry in %d hour(s): %s",
+                self.config.prune_check_hours,
+                first_line(error),
+            )
+        else:
+            if report.skipped:
+                self.metrics.missed_run("prune", "skipped")
 
     async def rollup_forever(self) -> None:
         """Roll up the due days at startup, then every ROLLUP_INTERVAL_SEC, on a
@@ -140,6 +160,10 @@ class Services:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.maintain()
+        log_startup_notes(self.config)
+        # Known sites first, so that a restart lets none of them count as new.
+        async with await AsyncConnection.connect(self.conninfo, autocommit=True) as connection:
+            await self.pipeline.sites.preload(connection)
         self.pipeline.start()
         background = [
             asyncio.create_task(self.maintain_forever(), name="picolytics-maintenance"),
@@ -159,6 +183,7 @@ class Services:
             for task, outcome in zip(background, ended, strict=True):
                 if isinstance(outcome, Exception):
                     log.error("%s had stopped: %s", task.get_name(), first_line(outcome))
+            await self.api_pool.close()  # the server answers no more requests
             await self.pipeline.stop(SHUTDOWN_DRAIN_S)
             self.sync_metrics()
             self.geo.close()
@@ -179,11 +204,22 @@ def build_services(config: Config, conninfo: str) -> Services:
             batch_max_msec=config.batch_max_msec,
             session_timeout=timeout,
             on_batch=metrics.observe_batch,
-            # Bounded by bytes as well as by count, with no setting of its own.
-            queue_max_bytes=config.queue_size * config.body_max_size,
+            # Bounded by the memory its events hold as well as by count.
+            queue_max_bytes=config.queue_memory_mb * 1024 * 1024,
+            # ALLOWED_SITES bounds the sites already; else at most so many new an hour.
+            sites=SiteIds(
+                NewSites(None if config.allowed_sites else config.max_new_sites_per_hour)
+            ),
         ),
         salts=SaltCache(timeout),
         geo=GeoLocator(geo_path),
+        api_pool=ConnectionPool(
+            conninfo,
+            size=config.api_pool_size,
+            connect_timeout_s=config.query_timeout_sec,
+            # A request waits for a connection as long as a query may run.
+            wait_s=config.query_timeout_sec,
+        ),
     )
 
 
@@ -242,15 +278,14 @@ def create_app(
         if config.dashboard_enabled:  # after the key: the dashboard's login or shared link
             readers = FirstOf(keys, DashboardAccess(KeyRateLimiter(config.api_rate_limit).wait))
         timeout = config.query_timeout_sec
-        api = QueryApi(
-            services.conninfo, timeout_s=timeout, limiter=keys.limiter, authenticator=readers
-        )
+        connect = services.api_pool.connection  # v1, v2 and the dashboard's calls
+        api = QueryApi(connect, timeout_s=timeout, limiter=keys.limiter, authenticator=readers)
         # The dashboard's calls go under the paths its cookies are sent to.
         bases = ("", "/dashboard", "/share/{token}") if config.dashboard_enabled else ("",)
         for base in bases:
             routes.append(Route(f"{base}/api/v2/query", api.handle, methods=["POST"]))
             routes += v1_routes(
-                services.conninfo,
+                connect,
                 timeout_s=timeout,
                 limiter=keys.limiter,
                 authenticator=readers,

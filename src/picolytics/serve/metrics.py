@@ -16,6 +16,7 @@ import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +38,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 4000, 6400, 10000, 50000)
+# Background runs that did not do their work, by task and outcome (closed sets).
+BackgroundTask = Literal["maintenance", "prune"]
+MissedOutcome = Literal["failed", "skipped"]
+BACKGROUND_TASKS: tuple[BackgroundTask, ...] = ("maintenance", "prune")
+MISSED_OUTCOMES: tuple[MissedOutcome, ...] = ("failed", "skipped")
 
 
 def enable_multiprocess(folder: Path) -> None:
@@ -68,6 +74,11 @@ class Metrics:
             "picolytics_events_dropped",
             "Events refused or lost, by reason",
             ["reason"],
+            registry=target,
+        )
+        self.new_sites_refused = Counter(
+            "picolytics_new_sites_refused",
+            "Events refused because MAX_NEW_SITES_PER_HOUR new sites were let through already",
             registry=target,
         )
         self.database_errors = Counter(
@@ -112,6 +123,16 @@ class Metrics:
             buckets=SECONDS_BUCKETS,
             registry=target,
         )
+        self.background_missed = Counter(
+            "picolytics_background_runs_missed",
+            "Maintenance and prune runs that failed or were skipped (another process held "
+            "the prune lock)",
+            ["task", "outcome"],
+            registry=target,
+        )
+        for task in BACKGROUND_TASKS:
+            for outcome in MISSED_OUTCOMES:
+                self.background_missed.labels(task, outcome)  # every series from the start
         self.build_info = Gauge(
             "picolytics_build_info",
             "Version of picolytics",
@@ -123,6 +144,11 @@ class Metrics:
         for reason in DROP_REASONS:
             self.dropped.labels(reason)  # every series exists from the start, at 0
         self._synced = PipelineStats()
+        self._synced_new_sites_refused = 0
+
+    def missed_run(self, task: BackgroundTask, outcome: MissedOutcome) -> None:
+        """Count one maintenance or prune run that did not do its work."""
+        self.background_missed.labels(task, outcome).inc()
 
     def observe_batch(
         self, size: int, write_seconds: float, oldest_age_seconds: float, new_sessions: int
@@ -133,9 +159,15 @@ class Metrics:
         self.sessions_opened.inc(new_sessions)
 
     def sync(
-        self, stats: PipelineStats, queue_depth: int, queue_capacity: int, database_ok: bool
+        self,
+        stats: PipelineStats,
+        queue_depth: int,
+        queue_capacity: int,
+        database_ok: bool,
+        new_sites_refused: int = 0,
     ) -> None:
-        """Copy what changed in the pipeline's counters since the last sync."""
+        """Copy what changed in the pipeline's counters (and the new-site gate's
+        refusals) since the last sync."""
         synced = self._synced
         self.accepted.inc(stats.accepted - synced.accepted)
         self.written.inc(stats.written - synced.written)
@@ -145,6 +177,8 @@ class Metrics:
         synced.accepted, synced.written = stats.accepted, stats.written
         synced.database_errors = stats.database_errors
         synced.dropped = stats.dropped.copy()
+        self.new_sites_refused.inc(new_sites_refused - self._synced_new_sites_refused)
+        self._synced_new_sites_refused = new_sites_refused
         self.queue_depth.set(queue_depth)
         self.queue_capacity.set(queue_capacity)
         self.database_up.set(1 if database_ok else 0)

@@ -1,30 +1,33 @@
-"""Run the ASGI app under Hypercorn until SIGTERM or SIGINT, then shut down gracefully."""
+"""Run the ASGI app under Hypercorn or uvicorn until SIGTERM or SIGINT, then shut down
+gracefully; both under the same limits on slow and numerous clients (serve/limits.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
+import math
 import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from picolytics.config import ServerName, split_listen_addr
 from picolytics.errors import ListenError
+from picolytics.serve.hypercorn_serve import serve_hypercorn
+from picolytics.serve.limits import BodyDeadline, ServerLimits
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("picolytics.access")
 
-# Hypercorn waits forever for a slow client's request unless told otherwise.
+# Hypercorn waits forever for a client's next bytes unless told otherwise (the head and
+# the body have deadlines of their own: ServerLimits).
 READ_TIMEOUT_S = 30
 GRACEFUL_TIMEOUT_S = 10.0
 # How long a stopping server may take to write what its queue still holds.
@@ -125,16 +128,21 @@ class _TLSHypercornConfig(HypercornConfig):
 
 
 def hypercorn_config(
-    sock: socket.socket, ssl_context: ssl.SSLContext | None = None
+    limits: ServerLimits, ssl_context: ssl.SSLContext | None = None
 ) -> HypercornConfig:
     config = HypercornConfig() if ssl_context is None else _TLSHypercornConfig(ssl_context)
-    # Hypercorn takes ownership of (and closes) the descriptor it is given: hand it a copy.
-    config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.read_timeout = READ_TIMEOUT_S
+    # Hypercorn's idle timer runs until a whole head is in: the head deadline.
+    config.keep_alive_timeout = limits.head_timeout_s
+    config.ssl_handshake_timeout = limits.head_timeout_s
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
+    config.include_server_header = False  # as under uvicorn: no version advertised
     return config
+
+
+DEFAULT_LIMITS = ServerLimits()
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class Listener:
     reuse_port: bool = False
     server: ServerName = "hypercorn"  # the SERVER setting, public listener only
     ssl_context: ssl.SSLContext | None = None  # HTTPS (AUTOTLS), Hypercorn only
+    limits: ServerLimits = DEFAULT_LIMITS  # MAX_CONNECTIONS, REQUEST_*_TIMEOUT_SEC
 
 
 Bound = list[tuple[Listener, socket.socket]]
@@ -172,27 +181,30 @@ async def serve_bound(bound: Bound, stop: asyncio.Event) -> None:
             listener.name,
             public_url(sock, listener.listen_addr, "https" if listener.ssl_context else "http"),
         )
+        limits = listener.limits
+        app = BodyDeadline(AccessLog(listener.app), limits.body_timeout_s)
         if listener.server == "uvicorn":
-            servers.append(serve_uvicorn(AccessLog(listener.app), sock, stop))
+            servers.append(serve_uvicorn(app, sock, limits, stop))
         else:
-            servers.append(
-                serve(
-                    AccessLog(listener.app),  # type: ignore[arg-type]  # stricter ASGI types
-                    hypercorn_config(sock, listener.ssl_context),
-                    shutdown_trigger=stop.wait,
-                )
-            )
+            config = hypercorn_config(limits, listener.ssl_context)
+            servers.append(serve_hypercorn(app, config, sock, limits, stop))
     await asyncio.gather(*servers)
 
 
-async def serve_uvicorn(app: ASGIApp, sock: socket.socket, stop: asyncio.Event) -> None:
+async def serve_uvicorn(
+    app: ASGIApp, sock: socket.socket, limits: ServerLimits, stop: asyncio.Event
+) -> None:
     """The same app under uvicorn with httptools (SERVER=uvicorn): about 5x less CPU per
     request than Hypercorn. Its access log (client address included) stays off."""
     import uvicorn  # noqa: PLC0415 - an optional extra, imported only when chosen
 
+    from picolytics.serve.uvicorn_protocol import LimitedHttpToolsProtocol  # noqa: PLC0415
+
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=LimitedHttpToolsProtocol.with_limits(limits),
+        # Idle keep-alive connections close at the head deadline, as under Hypercorn.
+        timeout_keep_alive=max(1, math.ceil(limits.head_timeout_s)),
         loop="asyncio",
         lifespan="on",
         access_log=False,
@@ -230,14 +242,13 @@ async def _serve_until_signal(bound: Bound) -> None:
     log.info("picolytics stopped")
 
 
-def loop_factory(listeners: Sequence[Listener]) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop under SERVER=uvicorn when installed (its extra brings it): a third less
-    CPU per request. Hypercorn keeps asyncio's own loop, as it is tested with."""
-    if any(listener.server == "uvicorn" for listener in listeners):
-        with contextlib.suppress(ImportError):
-            import uvloop  # noqa: PLC0415 - optional
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (a dependency, but not on Windows): under Hypercorn and
+    uvicorn alike the loop's own work is a good part of each request's CPU."""
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: PLC0415 - optional
 
-            return uvloop.new_event_loop
+        return uvloop.new_event_loop
     return None
 
 
@@ -245,5 +256,5 @@ def run(*listeners: Listener) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests finish, the apps' lifespans close."""
     with contextlib.ExitStack() as stack:
         bound = bind_all(stack, list(listeners))
-        with asyncio.Runner(loop_factory=loop_factory(listeners)) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_serve_until_signal(bound))

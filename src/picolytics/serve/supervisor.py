@@ -31,6 +31,7 @@ from picolytics.config import Config
 from picolytics.errors import first_line
 from picolytics.serve.admin import create_admin_app, readiness_reason
 from picolytics.serve.app import create_app
+from picolytics.serve.limits import ServerLimits
 from picolytics.serve.metrics import enable_multiprocess, exposition_registry
 from picolytics.serve.server import (
     GRACEFUL_TIMEOUT_S,
@@ -57,7 +58,16 @@ def _worker_main(config: Config, conninfo: str, listen_addr: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     app = create_app(config, conninfo=conninfo)
-    run(Listener(app, listen_addr, f"worker {os.getpid()}", reuse_port=True, server=config.server))
+    run(
+        Listener(
+            app,
+            listen_addr,
+            f"worker {os.getpid()}",
+            reuse_port=True,
+            server=config.server,
+            limits=ServerLimits.of(config),
+        )
+    )
 
 
 class Supervisor:

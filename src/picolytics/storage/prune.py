@@ -17,7 +17,9 @@ local day (clocks going back) right at the cut-off. Rollups themselves are remov
 local day after PRUNE_ROLLUP_DAYS (0 = never), which must exceed PRUNE_DAYS.
 
 Only one process prunes at a time: a session-level advisory lock, tried and never
-waited for, makes the others skip.
+waited for, makes the others skip. Every other wait is bounded (WAIT_TIMEOUT for a lock,
+STATEMENT_TIMEOUT for a statement), so a session holding a lock that prune needs makes
+the run fail with an error instead of stalling retention without a word.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 
 from picolytics.errors import PruneError, first_line
-from picolytics.storage import roller
+from picolytics.storage import maintenance, roller
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,13 @@ BATCH_ROWS = 10_000
 # (blocking every insert meanwhile) for longer than this. A busy partition is retried
 # at the next prune.
 DROP_LOCK_TIMEOUT = timedelta(seconds=3)
+# Any other lock (the roller's, waited for while another process rolls up; a row or
+# table lock) is waited for at most this long: a rollup round normally takes seconds to
+# a few minutes. A statement (one batch of deletes, one day's rollup) normally takes
+# seconds; half an hour means something holds it. A run that hits either fails, and the
+# next scheduled prune tries again.
+WAIT_TIMEOUT = timedelta(minutes=10)
+STATEMENT_TIMEOUT = timedelta(minutes=30)
 
 # Partitions picolytics creates (picolytics_ensure_event_partitions); only these are
 # ever dropped. Others (hand-made) are emptied of expired rows instead.
@@ -332,11 +341,17 @@ async def prune(
     now: datetime | None = None,
     batch_size: int = BATCH_ROWS,
     lock_timeout: timedelta = DROP_LOCK_TIMEOUT,
+    wait_timeout: timedelta | None = None,
+    statement_timeout: timedelta | None = None,
 ) -> PruneReport:
     """Roll up what is due, then remove (or, with dry_run, only count) what was
     received before the cut-off, and the rollups of days before the rollup cut-off
     (rollup_days; 0 keeps them forever). `now` defaults to the current time (the
-    database's, for what is due)."""
+    database's, for what is due). A lock wait beyond `wait_timeout` or a statement
+    beyond `statement_timeout` (by default WAIT_TIMEOUT and STATEMENT_TIMEOUT) ends the
+    run with a PruneError."""
+    wait_timeout = WAIT_TIMEOUT if wait_timeout is None else wait_timeout
+    statement_timeout = STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout
     if rollup_days and rollup_days <= days:
         raise ValueError("rollup_days must be 0 or above days: rollups outlive raw rows")
     cutoff = cutoff_for(now or datetime.now(UTC), days)
@@ -346,6 +361,7 @@ async def prune(
     log.info("prune%s: removing data from before %s", " (dry run)" if dry_run else "", cutoff)
     try:
         async with await AsyncConnection.connect(conninfo, autocommit=True) as connection:
+            await maintenance.set_timeouts(connection, wait_timeout, statement_timeout)
             # Session-level lock: closing the connection releases it, whatever happens.
             cursor = await connection.execute(TRY_LOCK, (PRUNE_LOCK_KEY,))
             row = await cursor.fetchone()

@@ -21,7 +21,7 @@ from picolytics.tls import store as tls_store
 log = logging.getLogger(__name__)
 
 # ACME tokens are base64url; anything else is not worth a query.
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}")  # fullmatch: `$` would let "\n" pass
 
 
 class ChallengeAnswers:
@@ -57,7 +57,7 @@ class ChallengeAnswers:
 
     async def find(self, token: str) -> str | None:
         """The key authorization for a challenge token, or None (event loop)."""
-        if not _TOKEN.match(token):
+        if not _TOKEN.fullmatch(token):
             return None
         if token in self._mine:
             return self._mine[token]
