@@ -124,6 +124,30 @@ def test_ready_fails_above_the_queue_high_water_mark(migrated_database: str) -> 
     assert "high-water" in response.text
 
 
+def test_ready_fails_when_the_queue_is_full_by_its_bytes(migrated_database: str) -> None:
+    """QUEUE_MEMORY_MB bounds the queue as QUEUE_SIZE does: nearly full by bytes, with
+    room by count, is not ready either."""
+    config = Config(queue_size=10_000, batch_max_size=5)
+    app = create_app(config, conninfo=migrated_database)
+    admin = TestClient(admin_app_for(app, config))
+    services = app.state.services
+    services.salts.load(
+        {datetime.now(UTC).date() + timedelta(days=d): bytes(32) for d in (-1, 0, 1)}
+    )
+    queue = services.pipeline.queue
+    client = TestClient(app, client=(CLIENT_IP, 1))  # no lifespan: nothing drains the queue
+    assert send(client, {"n": "load", "l": "https://shop.example/"}) == 202
+    queue.max_bytes = queue.queued_bytes * 10  # room for ten such events
+    for _ in range(7):
+        assert send(client, {"n": "load", "l": "https://shop.example/"}) == 202
+    assert admin.get("/ready").status_code == 200  # 8 of 10: at the high-water mark
+    assert send(client, {"n": "load", "l": "https://shop.example/"}) == 202
+    assert queue.qsize() == 9 and queue.fill() == 0.9  # 0.09 % of its count
+    response = admin.get("/ready")
+    assert response.status_code == 503
+    assert "high-water" in response.text
+
+
 def test_debug_endpoints_exist_only_with_debug(migrated_database: str) -> None:
     for debug in (False, True):
         config = Config(debug=debug)

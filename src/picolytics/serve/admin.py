@@ -29,16 +29,15 @@ from picolytics.serve.metrics import render
 # Returns None when ready, else the reason it is not.
 Readiness = Callable[[], Awaitable[str | None]]
 
-# /ready fails above this share of the queue, so a balancer sends traffic elsewhere.
+# /ready fails above this share of the queue (by count or by bytes, whichever is
+# fuller: EventQueue.fill), so a balancer sends traffic elsewhere.
 QUEUE_HIGH_WATER = 0.8
 READY_PING_TIMEOUT_S = 3.0
 
 
-async def readiness_reason(
-    *, queue_depth: int, queue_capacity: int, database_ok: bool, conninfo: str
-) -> str | None:
+async def readiness_reason(*, queue_fill: float, database_ok: bool, conninfo: str) -> str | None:
     """None when the server can take traffic, else why not."""
-    if queue_depth > queue_capacity * QUEUE_HIGH_WATER:
+    if queue_fill > QUEUE_HIGH_WATER:
         return "queue above its high-water mark"
     if not database_ok:
         return "database writes are failing"

@@ -68,7 +68,8 @@ class Services:
             pipeline.queue.qsize(),
             pipeline.queue.maxsize,
             pipeline.database_ok,
-            pipeline.sites.new_sites.refused,
+            new_sites_refused=pipeline.sites.new_sites.refused,
+            queue_fill=pipeline.queue.fill(),
         )
 
     async def sync_metrics_forever(self) -> None:
@@ -88,8 +89,7 @@ class Services:
         """None when this process can take traffic, else why not (for /ready)."""
         queue = self.pipeline.queue
         return await readiness_reason(
-            queue_depth=queue.qsize(),
-            queue_capacity=queue.maxsize,
+            queue_fill=queue.fill(),
             database_ok=self.pipeline.database_ok,
             conninfo=self.conninfo,
         )

@@ -99,6 +99,12 @@ class Metrics:
             registry=target,
             multiprocess_mode="livesum",
         )
+        self.queue_fill = Gauge(
+            "picolytics_queue_fill_ratio",
+            "How full the event queue is, 0 to 1, by count or bytes (the fullest worker's)",
+            registry=target,
+            multiprocess_mode="livemax",
+        )
         self.database_up = Gauge(
             "picolytics_database_up",
             "1 while the last database write succeeded",
@@ -164,7 +170,9 @@ class Metrics:
         queue_depth: int,
         queue_capacity: int,
         database_ok: bool,
+        *,
         new_sites_refused: int = 0,
+        queue_fill: float = 0.0,
     ) -> None:
         """Copy what changed in the pipeline's counters (and the new-site gate's
         refusals) since the last sync."""
@@ -181,6 +189,7 @@ class Metrics:
         self._synced_new_sites_refused = new_sites_refused
         self.queue_depth.set(queue_depth)
         self.queue_capacity.set(queue_capacity)
+        self.queue_fill.set(queue_fill)
         self.database_up.set(1 if database_ok else 0)
 
 

@@ -125,14 +125,12 @@ class Supervisor:
             sample.name: sample.value
             for family in registry.collect()
             for sample in family.samples
-            if sample.name
-            in ("picolytics_queue_depth", "picolytics_queue_capacity", "picolytics_database_up")
+            if sample.name in ("picolytics_queue_fill_ratio", "picolytics_database_up")
         }
         if not any(worker.is_alive() for worker in self.workers):
             return "no worker running"
         return await readiness_reason(
-            queue_depth=int(values.get("picolytics_queue_depth", 0)),
-            queue_capacity=int(values.get("picolytics_queue_capacity", 1)),
+            queue_fill=float(values.get("picolytics_queue_fill_ratio", 0.0)),
             database_ok=values.get("picolytics_database_up", 1) == 1,
             conninfo=self.conninfo,
         )

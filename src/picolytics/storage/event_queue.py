@@ -42,6 +42,13 @@ class EventQueue:
     def qsize(self) -> int:
         return len(self._items)
 
+    def fill(self) -> float:
+        """How full the queue is, 0 to 1: by count or by bytes, whichever is fuller."""
+        by_count = len(self._items) / self.maxsize if self.maxsize else 1.0
+        if not self.max_bytes:
+            return by_count
+        return max(by_count, self.queued_bytes / self.max_bytes)
+
     def put(self, event: QueuedEvent) -> bool:
         size = retained_bytes(event)
         if len(self._items) >= self.maxsize or (
