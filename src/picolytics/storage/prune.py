@@ -25,7 +25,6 @@ the run fail with an error instead of stalling retention without a word.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -34,6 +33,13 @@ from psycopg import AsyncConnection, sql
 
 from picolytics.errors import PruneError, first_line
 from picolytics.storage import maintenance, roller
+from picolytics.storage.prune_partitions import (
+    DROP_LOCK_TIMEOUT,
+    Partition,
+    drop_partition,
+    event_partitions,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,6 @@ Connection = AsyncConnection[tuple[object, ...]]
 # Any fixed 64-bit number distinct from the migration lock; this one spells "picoprun".
 PRUNE_LOCK_KEY = 0x7069636F7072756E
 BATCH_ROWS = 10_000
-# A partition drop locks the whole `events` table; never queue behind a long query
-# (blocking every insert meanwhile) for longer than this. A busy partition is retried
-# at the next prune.
-DROP_LOCK_TIMEOUT = timedelta(seconds=3)
 # Any other lock (the roller's, waited for while another process rolls up; a row or
 # table lock) is waited for at most this long: a rollup round normally takes seconds to
 # a few minutes. A statement (one batch of deletes, one day's rollup) normally takes
@@ -54,28 +56,8 @@ DROP_LOCK_TIMEOUT = timedelta(seconds=3)
 WAIT_TIMEOUT = timedelta(minutes=10)
 STATEMENT_TIMEOUT = timedelta(minutes=30)
 
-# Partitions picolytics creates (picolytics_ensure_event_partitions); only these are
-# ever dropped. Others (hand-made) are emptied of expired rows instead.
-_DAILY_PARTITION = re.compile(r"events_\d{8}")
-
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s::bigint)"
 
-# Each partition of `events` with its range; NULL bounds are MINVALUE/MAXVALUE (or the
-# default partition). pg_get_expr prints timestamptz bounds with their UTC offset, so
-# casting them back is exact whatever the session's time zone.
-LIST_EVENT_PARTITIONS = r"""
-SELECT n.nspname, c.relname, bound = 'DEFAULT',
-       substring(bound FROM $re$FROM \('([^']+)'\)$re$)::timestamptz,
-       substring(bound FROM $re$ TO \('([^']+)'\)$re$)::timestamptz
-FROM pg_inherits i
-JOIN pg_class c ON c.oid = i.inhrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-CROSS JOIN LATERAL pg_get_expr(c.relpartbound, c.oid) AS bound
-WHERE i.inhparent = 'events'::regclass
-ORDER BY 4 NULLS FIRST, 2
-"""
-SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
-DROP_PARTITION = sql.SQL("DROP TABLE {table}")
 COUNT_EXPIRED = sql.SQL("SELECT count(*) FROM {table} WHERE {column} < %(cutoff)s")
 # DELETE has no LIMIT: pick one batch of row addresses, then delete those rows. The
 # condition is checked again so a row updated meanwhile is never removed by mistake.
@@ -105,19 +87,6 @@ class PruneReport:
 
 
 @dataclass(frozen=True)
-class _Partition:
-    schema: str
-    name: str
-    is_default: bool
-    lower: datetime | None
-    upper: datetime | None
-
-    @property
-    def table(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-
-@dataclass(frozen=True)
 class _Expired:
     """The rows of one table older than the cut-off."""
 
@@ -143,44 +112,13 @@ def cutoff_for(now: datetime, days: int) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _plan(
-    partitions: list[_Partition], cutoff: datetime
-) -> tuple[list[_Partition], list[_Partition]]:
-    """(partitions to drop, partitions to delete expired rows from)."""
-    drop: list[_Partition] = []
-    trim: list[_Partition] = []
-    for partition in partitions:
-        wholly_expired = partition.upper is not None and partition.upper <= cutoff
-        if (
-            wholly_expired
-            and not partition.is_default
-            and _DAILY_PARTITION.fullmatch(partition.name)
-        ):
-            drop.append(partition)
-        elif partition.lower is None or partition.lower < cutoff:
-            trim.append(partition)
-    return drop, trim
-
-
-def _expired_rows(trim: list[_Partition], cutoff: datetime) -> list[_Expired]:
+def _expired_rows(trim: list[Partition], cutoff: datetime) -> list[_Expired]:
     events = [_Expired("events", p.table, "received_at", cutoff) for p in trim]
     return [
         *events,
         _Expired("sessions", sql.Identifier("sessions"), "last_seen_at", cutoff),
         _Expired("bot_counts", sql.Identifier("bot_counts"), "day", cutoff.date()),
     ]
-
-
-async def _event_partitions(connection: Connection) -> list[_Partition]:
-    cursor = await connection.execute(LIST_EVENT_PARTITIONS)
-    return [
-        _Partition(str(schema), str(name), bool(is_default), _bound(lower), _bound(upper))
-        for schema, name, is_default, lower, upper in await cursor.fetchall()
-    ]
-
-
-def _bound(value: object) -> datetime | None:
-    return value if isinstance(value, datetime) else None
 
 
 async def _count(connection: Connection, expired: _Expired) -> int:
@@ -203,20 +141,6 @@ async def _delete_in_batches(connection: Connection, expired: _Expired, batch_si
             break
     log.info("prune: deleted %d expired row(s) from %s", total, expired.table.as_string())
     return total
-
-
-async def _drop(connection: Connection, partition: _Partition, lock_timeout: timedelta) -> bool:
-    """Drop one partition; False when it could not be locked within lock_timeout."""
-    try:
-        async with connection.transaction():
-            milliseconds = max(1, int(lock_timeout.total_seconds() * 1000))
-            await connection.execute(SET_LOCK_TIMEOUT, (f"{milliseconds}ms",))
-            await connection.execute(DROP_PARTITION.format(table=partition.table))
-    except psycopg.errors.LockNotAvailable:
-        log.warning("prune: %s is busy, will drop it next time", partition.name)
-        return False
-    log.info("prune: dropped partition %s", partition.name)
-    return True
 
 
 # The rollups, by local day: rollup_days first, so that no query uses a day whose rows
@@ -245,7 +169,7 @@ async def _preview(
 ) -> PruneReport:
     due = await roller.due_days(connection, now)
     log.info("prune (dry run): %d day(s) to roll up first", len(due))
-    drop, trim = _plan(await _event_partitions(connection), cutoff)
+    drop, trim = plan(await event_partitions(connection), cutoff)
     counts = {"events": 0, "sessions": 0, "bot_counts": 0, "rollups": 0}
     expired = _expired_rows(trim, cutoff)
     rollup_days = 0
@@ -304,12 +228,12 @@ async def _remove(
     now: datetime | None,
 ) -> PruneReport:
     rolled = await _roll_up_first(connection, now)
-    drop, trim = _plan(await _event_partitions(connection), cutoff)
+    drop, trim = plan(await event_partitions(connection), cutoff)
     log.info("prune: %d partition(s) to drop, %d to delete rows from", len(drop), len(trim))
     dropped: list[str] = []
     busy: list[str] = []
     for partition in drop:
-        done = await _drop(connection, partition, lock_timeout)
+        done = await drop_partition(connection, partition, lock_timeout)
         (dropped if done else busy).append(partition.name)
     counts = {"events": 0, "sessions": 0, "bot_counts": 0}
     for expired in _expired_rows(trim, cutoff):
