@@ -33,7 +33,8 @@ from starlette.responses import JSONResponse
 
 from picolytics.errors import ApiAuthError
 from picolytics.storage import api_keys
-from picolytics.storage.api_keys import ApiKey, normalise_domain
+from picolytics.storage.api_keys import ApiKey
+from picolytics.text import normalise_domain
 
 MISSING_KEY = "Missing API key. Please use a valid Plausible API key as a Bearer Token."
 INVALID_KEY = (

@@ -33,7 +33,7 @@ from starlette.types import Receive
 
 from picolytics.api.auth import INVALID_KEY, Principal, authorize_site, error_response
 from picolytics.errors import ApiAuthError, ApiBusyError, QueryTimeoutError, first_line
-from picolytics.storage.api_keys import normalise_domain
+from picolytics.text import normalise_domain
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from picolytics.report.query import (
     DEFAULT_DAYS,
     DEFAULT_LIMIT,
     PeriodOptions,
-    normalise_site,
     report_from,
 )
 from picolytics.serve.app import admin_app_for, create_app
@@ -37,6 +36,7 @@ from picolytics.serve.supervisor import serve_workers
 from picolytics.stats import periods as stats_periods
 from picolytics.storage import migrate, prune, roller, sites_admin
 from picolytics.storage.database import database_conninfo
+from picolytics.text import normalise_domain
 from picolytics.tls.endpoints import autotls_endpoints
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def rollup_command(
     first_day, last_day = _rollup_day(first, "--from"), _rollup_day(last, "--to")
     if first_day is not None and last_day is not None and first_day > last_day:
         raise RollupOptionError(f"--from ({first_day}) is after --to ({last_day})")
-    domain = normalise_site(site) if site is not None else None
+    domain = normalise_domain(site) if site is not None else None
     config = config_of(ctx)
     progress = _RollupProgress("rebuilding" if rebuild else "rolling up")
     try:
@@ -418,7 +418,7 @@ def site_set_command(ctx: click.Context, domain: str, zone: str) -> None:
     """
 
     stats_periods.zone(zone, "--timezone")  # Python knows it; PostgreSQL is asked next
-    site = normalise_site(domain)
+    site = normalise_domain(domain)
     config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         change = sites_admin.connected(

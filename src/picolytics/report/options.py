@@ -9,7 +9,6 @@ from datetime import date, timedelta
 from picolytics.errors import ReportOptionError
 from picolytics.report.model import Period
 from picolytics.stats.query import MAX_PERIOD_DAYS
-from picolytics.text import normalise_domain
 
 DEFAULT_DAYS = 7
 MAX_DAYS = MAX_PERIOD_DAYS
@@ -74,7 +73,3 @@ class PeriodOptions:
 def resolve_period(days: int | None, first: str | None, last: str | None, today: date) -> Period:
     """The period of `--days N` (ending today) or `--from D [--to D]` (--to: today)."""
     return PeriodOptions(days, first, last).resolve(today)
-
-
-# `--site` compares like the tracked domains: the one rule, shared with storage/.
-normalise_site = normalise_domain

@@ -19,7 +19,6 @@ __all__ = [
     "PeriodOptions",
     "Report",
     "build_report",
-    "normalise_site",
     "report_from",
     "resolve_period",
 ]
@@ -46,7 +45,6 @@ from picolytics.report.options import (
     DEFAULT_DAYS,
     DEFAULT_LIMIT,
     PeriodOptions,
-    normalise_site,
     resolve_period,
 )
 from picolytics.report.sql import SCHEMA_STATE, SELECT_SITES
@@ -60,6 +58,7 @@ from picolytics.stats.query import (
     Query,
     Result,
 )
+from picolytics.text import normalise_domain
 
 ONE_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 DEFAULT_TIMEOUT_S = 10.0  # per query, as the query layer's default
@@ -114,7 +113,7 @@ def _choose_sites(known: list[Site], wanted: Sequence[str]) -> tuple[Site, ...]:
     if not wanted:
         return tuple(known)
     by_domain = {site.domain: site for site in known}
-    chosen = tuple(dict.fromkeys(normalise_site(site) for site in wanted))
+    chosen = tuple(dict.fromkeys(normalise_domain(site) for site in wanted))
     unknown = [site for site in chosen if site not in by_domain]
     if unknown:
         names = [site.domain for site in known]

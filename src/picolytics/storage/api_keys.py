@@ -30,9 +30,6 @@ from picolytics.storage import database
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
-# A key's sites are spelt as sites.domain spells them: text.py's one rule, named here
-# too because api/ reads it from this module.
-normalise_domain = text.normalise_domain
 
 KEY_PREFIX = "pico_"
 SECRET_BYTES = 32
@@ -94,7 +91,7 @@ def may_read(key: ApiKey, domain: str) -> bool:
     """May this key read this site's statistics? A revoked key reads nothing."""
     if key.revoked_at is not None:
         return False
-    return key.sites is None or normalise_domain(domain) in key.sites
+    return key.sites is None or text.normalise_domain(domain) in key.sites
 
 
 def _check_name(name: str) -> None:
@@ -108,7 +105,7 @@ def _check_name(name: str) -> None:
 def _scope(sites: Sequence[str]) -> list[str] | None:
     domains: list[str] = []
     for site in sites:
-        domain = normalise_domain(site)
+        domain = text.normalise_domain(site)
         if not _DOMAIN.fullmatch(domain):
             raise ApiKeyOptionError(f"--site: {site!r} is not a domain (e.g. example.com)")
         if domain not in domains:
