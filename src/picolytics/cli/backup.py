@@ -38,7 +38,7 @@ DUMP_TIMEOUT_S = 6 * 3600
 
 def dump_command(pg_dump: Path, conninfo: str, out: Path) -> list[str]:
     """pg_dump's arguments for `conninfo` (without its password) into `out`."""
-    args = [
+    return [
         str(pg_dump),
         "--format=custom",
         "--no-unlogged-table-data",
@@ -47,7 +47,6 @@ def dump_command(pg_dump: Path, conninfo: str, out: Path) -> list[str]:
         f"--file={out}",
         f"--dbname={conninfo}",
     ]
-    return args
 
 
 def _pg_dump(embedded: EmbeddedPostgres | None) -> Path:

@@ -103,16 +103,11 @@ def serve(ctx: click.Context) -> None:
                 raise ServerError("a worker did not stop cleanly; see the log above")
             return
         app = create_app(config, conninfo=conninfo)
+        limits = ServerLimits.of(config)
         if config.autotls_enabled:  # HTTPS and port 80 instead of LISTEN_ADDR
             tls = autotls_endpoints(config, conninfo)
             listeners = [
-                Listener(
-                    app,
-                    tls.https_addr,
-                    "public",
-                    ssl_context=tls.ssl_context,
-                    limits=ServerLimits.of(config),
-                ),
+                Listener(app, tls.https_addr, "public", ssl_context=tls.ssl_context, limits=limits),
                 Listener(
                     tls.challenge_app,
                     tls.http_addr,
@@ -121,13 +116,7 @@ def serve(ctx: click.Context) -> None:
             ]
         else:
             listeners = [
-                Listener(
-                    app,
-                    config.listen_addr,
-                    "public",
-                    server=config.server,
-                    limits=ServerLimits.of(config),
-                )
+                Listener(app, config.listen_addr, "public", server=config.server, limits=limits)
             ]
         if config.admin_listen:
             listeners.append(Listener(admin_app_for(app, config), config.admin_listen, "admin"))

@@ -119,8 +119,9 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
         if not goals:  # nothing can complete a goal
             return Result(rows=(), total_rows=0, path="raw")
         rolled, ranges, parts = await _goal_parts(
-            connection, query, shape, params, goals, rollups=use_rollups and query.filters is None
-        )
+            connection, query, shape, params,
+            goals=goals, whole=whole, rollups=use_rollups and query.filters is None,
+        )  # fmt: skip
     else:
         if rolled:
             parts += rollup_parts(query, shape, rolled, params)
@@ -137,16 +138,14 @@ async def _goal_parts(
     query: Query,
     shape: Shape,
     params: Params,
-    goals: list[Goal],
     *,
+    goals: list[Goal],
+    whole: tuple[Range, ...],
     rollups: bool,
 ) -> tuple[tuple[tuple[int, date], ...], tuple[Range, ...], list[str]]:
     """A breakdown by goal (stats/goal_parts.py): goals of one rollup row each from the
-    rolled days and raw rows elsewhere, page patterns from raw rows; the rolled days,
-    the raw ranges and the parts."""
-    whole: tuple[Range, ...] = (
-        Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end),
-    )
+    rolled days and raw rows elsewhere, page patterns from raw rows over the `whole`
+    period; the rolled days, the raw ranges and the parts."""
     single = [g for g in goals if rolled_up(g)] if rollups and not shape.hourly else []
     by_pattern = [g for g in goals if g not in single]
     rolled: tuple[tuple[int, date], ...] = ()

@@ -40,12 +40,11 @@ import psycopg
 
 from picolytics.errors import EmbeddedDatabaseError
 from picolytics.storage import pginstall
-from picolytics.storage.embedded_roles import APP_ROLE, prepare_app_database
+from picolytics.storage.embedded_roles import APP_ROLE, DATABASE, prepare_app_database
 
 log = logging.getLogger(__name__)
 
 SERVER_USER = "picolytics-pg"
-DATABASE = "picolytics"
 SUPERUSER = "postgres"
 SOCKET_NAME = ".s.PGSQL.5432"
 # Written into a data folder picolytics takes; a folder without it (or a cluster) that

@@ -87,7 +87,7 @@ class Pipeline:
         self.database_ok = True
         self._bots: Counter[BotHit] = Counter()
         self.bots_uncounted = 0  # bot hits of keys beyond MAX_BOT_KEYS
-        self._sites = sites if sites is not None else SiteIds()
+        self.sites = sites if sites is not None else SiteIds()  # the writer's site ids
         self._connection: AsyncConnection[tuple[object, ...]] | None = None
         self._stopping = False
         self._give_up_at: float | None = None
@@ -100,10 +100,6 @@ class Pipeline:
             return False
         self.stats.accepted += 1
         return True
-
-    @property
-    def sites(self) -> SiteIds:
-        return self._sites
 
     def count_bot(self, hit: BotHit) -> None:
         self.stats.dropped["bot"] += 1
@@ -186,7 +182,7 @@ class Pipeline:
                 connection = await self._get_connection()
                 started = time.monotonic()
                 opened = await write_batch(
-                    connection, self._sites, events, bots, self.session_timeout
+                    connection, self.sites, events, bots, self.session_timeout
                 )
         except _DATA_ERRORS as error:
             await self._isolate(events, bots, f"PostgreSQL error {error.sqlstate}")

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import AsyncConnection, sql
 
+from picolytics.storage.maintenance import milliseconds
+
 log = logging.getLogger(__name__)
 
 Connection = AsyncConnection[tuple[object, ...]]
@@ -91,8 +93,7 @@ async def drop_partition(
     """Drop one partition; False when it could not be locked within lock_timeout."""
     try:
         async with connection.transaction():
-            milliseconds = max(1, int(lock_timeout.total_seconds() * 1000))
-            await connection.execute(SET_LOCK_TIMEOUT, (f"{milliseconds}ms",))
+            await connection.execute(SET_LOCK_TIMEOUT, (milliseconds(lock_timeout),))
             await connection.execute(DROP_PARTITION.format(table=partition.table))
     except psycopg.errors.LockNotAvailable:
         log.warning("prune: %s is busy, will drop it next time", partition.name)
