@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers.events import CHROME_LINUX_UA
+from helpers.events import CHROME_LINUX_UA, typical_body
 from helpers.faultproxy import FaultProxy, unix_socket_of
 from starlette.testclient import TestClient
 
@@ -29,23 +29,6 @@ from picolytics.storage.event_queue import retained_bytes
 GEO = Path(__file__).parent / "data" / "GeoIP2-City-Test.mmdb"
 BODY_MAX = Config().body_max_size
 SMILE = "\U0001f600"  # one 4-byte character makes Python store a whole string at 4 bytes/char
-
-
-def typical(number: int) -> bytes:
-    return json.dumps(
-        {
-            "n": "load",
-            "l": f"https://www.example.com/pricing/{number}?utm_source=news&utm_medium=email",
-            "r": "https://search.example/?q=x",
-            "lt": 640,
-            "fb": 80,
-            "sw": 390,
-            "sh": 844,
-            "tz": "Europe/London",
-            "pr": 3,
-            "pd": 24,
-        }
-    ).encode()
 
 
 # What a request handled by the app allocates passes through these (the endpoint, the
@@ -79,7 +62,7 @@ def hostile(number: int) -> bytes:
     return body
 
 
-@pytest.mark.parametrize("make_body", [typical, hostile], ids=["typical", "hostile"])
+@pytest.mark.parametrize("make_body", [typical_body, hostile], ids=["typical", "hostile"])
 def test_retained_bytes_bounds_what_an_event_really_holds(
     make_body: Callable[[int], bytes],
 ) -> None:

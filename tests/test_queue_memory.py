@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from helpers.events import CHROME_LINUX_UA
+from helpers.events import CHROME_LINUX_UA, typical_body
 
 from picolytics.config import Config
 from picolytics.enrich.agents import AgentParser
@@ -27,23 +27,6 @@ GEO = Path(__file__).parent / "data" / "GeoIP2-City-Test.mmdb"
 SMILE = "\U0001f600"  # one 4-byte character: Python stores the whole string at 4 bytes/char
 NAMES = EventNames(frozenset({"load", "signup", "outbound"}))
 COUNT = 2000
-
-
-def typical(number: int) -> bytes:
-    return json.dumps(
-        {
-            "n": "load",
-            "l": f"https://www.example.com/pricing/{number}?utm_source=news&utm_medium=email",
-            "r": "https://search.example/?q=x",
-            "lt": 640,
-            "fb": 80,
-            "sw": 390,
-            "sh": 844,
-            "tz": "Europe/London",
-            "pr": 3,
-            "pd": 24,
-        }
-    ).encode()
 
 
 def bare(number: int) -> bytes:
@@ -84,7 +67,7 @@ def plausible_props(number: int) -> bytes:
     return json.dumps(body).encode()
 
 
-BODIES = [typical, bare, long_strings, four_props, many_small_props, long_props]
+BODIES = [typical_body, bare, long_strings, four_props, many_small_props, long_props]
 
 
 def held_and_counted(events: Callable[[int], QueuedEvent]) -> tuple[float, float]:

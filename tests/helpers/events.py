@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -80,3 +81,22 @@ async def write(
     async with await AsyncConnection.connect(conninfo, autocommit=True) as connection:
         await prepare_connection(connection, "30s")
         await write_batch(connection, sites or SiteIds(), events, bots or {}, TIMEOUT)
+
+
+def typical_body(number: int) -> bytes:
+    """A /p page load as a tracker sends it (URL with UTM tags, referrer, timings,
+    screen): `number` makes each path its own."""
+    return json.dumps(
+        {
+            "n": "load",
+            "l": f"https://www.example.com/pricing/{number}?utm_source=news&utm_medium=email",
+            "r": "https://search.example/?q=x",
+            "lt": 640,
+            "fb": 80,
+            "sw": 390,
+            "sh": 844,
+            "tz": "Europe/London",
+            "pr": 3,
+            "pd": 24,
+        }
+    ).encode()
