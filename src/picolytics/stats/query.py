@@ -101,6 +101,9 @@ class Query:
     order_by: tuple[tuple[str, Direction], ...] = ()
     limit: int | None = None
     offset: int = 0
+    # Add imported history (docs/imports.md) on the days it covers, where the query
+    # can be answered from it; Result.imports says whether it was.
+    include_imports: bool = False
 
 
 MetricValue = int | float | None
@@ -120,6 +123,20 @@ class Row:
 
 Path = Literal["rollup", "raw", "mixed"]
 
+# Why imported data was left out of an answer that asked for it (Plausible's
+# `imports_skip_reason` values).
+ImportsSkipReason = Literal[
+    "no_imported_data", "out_of_range", "unsupported_query", "unsupported_interval"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportsNote:
+    """Whether a query that asked for imported data (Query.include_imports) got it."""
+
+    included: bool
+    skip_reason: ImportsSkipReason | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
@@ -127,3 +144,4 @@ class Result:
     total_rows: int
     # How it was answered: all from rollups, all from raw rows, or both (tests, bench).
     path: Path
+    imports: ImportsNote | None = None  # None: the query did not ask for imports
