@@ -177,3 +177,8 @@ class UnsafeSchemaError(PicolyticsError):
 
 class BackupError(PicolyticsError):
     """`picolytics backup` could not find or run pg_dump, or pg_dump failed."""
+
+
+class ReadDatabaseError(PicolyticsError):
+    """The read connection (PGREADCONNSTRING) reaches a database without picolytics'
+    schema; the message names the setting."""

@@ -2,7 +2,9 @@
 
 Every API request (v1, v2, and the dashboard's calls through them) borrows one
 connection for its whole work: the key, the site, and the query in its one read-only
-snapshot (stats/engine.py). The pool:
+snapshot (stats/engine.py). With a read connection (PGREADCONNSTRING) serve/app.py
+gives the API two pools: this one on the replica for the site and the query, and
+one on the primary for the key or the login (api/primary_auth.py). The pool:
 
 - opens connections lazily, on demand, and never more than `size` at once: a request
   past that waits for one to come back, at most `wait_s`, then ApiBusyError (503);

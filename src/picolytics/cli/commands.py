@@ -36,6 +36,7 @@ from picolytics.serve.supervisor import serve_workers
 from picolytics.stats import periods as stats_periods
 from picolytics.storage import migrate, prune, roller, sites_admin
 from picolytics.storage.database import database_conninfo
+from picolytics.storage.read_database import check_read_database, reads_conninfo
 from picolytics.text import normalise_domain
 from picolytics.tls.endpoints import autotls_endpoints
 
@@ -96,6 +97,7 @@ def serve(ctx: click.Context) -> None:
         else:
             applied = migrate.apply(conninfo)
             log.info("database schema up to date (%d migration(s) applied now)", len(applied))
+        check_read_database(config, conninfo)  # PGREADCONNSTRING: once, before any worker
         # Once, before any worker starts: with no account yet, the link to make one.
         asyncio.run(announce_setup_link(conninfo, config))
         if config.workers > 1:
@@ -351,7 +353,7 @@ def report_command(
     if zone is not None:
         stats_periods.zone(zone, "--timezone")
     config = config_of(ctx)
-    with database_conninfo(config) as conninfo:
+    with reads_conninfo(config) as conninfo:  # PGREADCONNSTRING alone, if set
         result = report_from(
             conninfo,
             period,

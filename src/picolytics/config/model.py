@@ -21,6 +21,7 @@ from picolytics.events import EventNames
 @dataclass(frozen=True)
 class Config:
     pg_conn_string: str = ""
+    pg_read_conn_string: str = ""
     pg_host: str = ""
     pg_port: int = 5432
     pg_database: str = ""

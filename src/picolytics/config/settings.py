@@ -65,6 +65,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Leave this and pgHost empty to use the embedded PostgreSQL in dataDir.",
         secret=True,
     ),
+    Setting(
+        "pg_read_conn_string",
+        "PGREADCONNSTRING",
+        "pgReadConnString",
+        "str",
+        "PostgreSQL URL or conninfo that the report, the Stats API and the dashboard's "
+        "numbers read from, e.g. a streaming replica (empty: they read from the primary)",
+        secret=True,
+    ),
     Setting("pg_host", "PGHOST", "pgHost", "str", "PostgreSQL host (or a unix socket folder)"),
     Setting("pg_port", "PGPORT", "pgPort", "int", "PostgreSQL port", 1, 65535),
     Setting("pg_database", "PGDATABASE", "pgDatabase", "str", "PostgreSQL database name"),

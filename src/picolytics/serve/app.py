@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from picolytics.api.auth import Authenticator, BearerKeys, FirstOf, KeyRateLimiter
 from picolytics.api.pool import ConnectionPool
+from picolytics.api.primary_auth import OnPrimary
 from picolytics.api.v1_endpoints import v1_routes
 from picolytics.api.v2_endpoint import QueryApi
 from picolytics.config import Config
@@ -38,6 +39,7 @@ from picolytics.serve.static import StaticFiles, choose_static_dir
 from picolytics.storage.maintenance import maintain, set_timeouts
 from picolytics.storage.pipeline import Pipeline
 from picolytics.storage.prune import prune
+from picolytics.storage.read_database import read_conninfo
 from picolytics.storage.roller import catch_up
 from picolytics.storage.roller import summary as rollup_summary
 from picolytics.storage.sites import NewSites, SiteIds
@@ -60,6 +62,8 @@ class Services:
     geo: GeoLocator
     metrics: Metrics
     api_pool: ConnectionPool  # the Stats API's and the dashboard's queries
+    # With a read connection, the primary's pool that finds who asks the API.
+    auth_pool: ConnectionPool | None = None
 
     def sync_metrics(self) -> None:
         pipeline = self.pipeline
@@ -184,6 +188,8 @@ class Services:
                 if isinstance(outcome, Exception):
                     log.error("%s had stopped: %s", task.get_name(), first_line(outcome))
             await self.api_pool.close()  # the server answers no more requests
+            if self.auth_pool is not None:
+                await self.auth_pool.close()
             await self.pipeline.stop(SHUTDOWN_DRAIN_S)
             self.sync_metrics()
             self.geo.close()
@@ -193,6 +199,15 @@ def build_services(config: Config, conninfo: str) -> Services:
     timeout = timedelta(minutes=config.session_timeout_min)
     geo_path = Path(config.geo_ip_file) if config.geo_ip_file else None
     metrics = Metrics()
+    reads = read_conninfo(config, conninfo)  # PGREADCONNSTRING, else the primary
+
+    def pool(target: str) -> ConnectionPool:
+        # A request waits for a connection as long as a query may run.
+        wait = config.query_timeout_sec
+        return ConnectionPool(
+            target, size=config.api_pool_size, connect_timeout_s=wait, wait_s=wait
+        )
+
     return Services(
         metrics=metrics,
         config=config,
@@ -213,13 +228,8 @@ def build_services(config: Config, conninfo: str) -> Services:
         ),
         salts=SaltCache(timeout),
         geo=GeoLocator(geo_path),
-        api_pool=ConnectionPool(
-            conninfo,
-            size=config.api_pool_size,
-            connect_timeout_s=config.query_timeout_sec,
-            # A request waits for a connection as long as a query may run.
-            wait_s=config.query_timeout_sec,
-        ),
+        api_pool=pool(reads),
+        auth_pool=pool(conninfo) if reads != conninfo else None,
     )
 
 
@@ -277,6 +287,8 @@ def create_app(
         readers: Authenticator = keys
         if config.dashboard_enabled:  # after the key: the dashboard's login or shared link
             readers = FirstOf(keys, DashboardAccess(KeyRateLimiter(config.api_rate_limit).wait))
+        if services.auth_pool is not None:  # numbers from a replica, who asks from the primary
+            readers = OnPrimary(readers, services.auth_pool.connection)
         timeout = config.query_timeout_sec
         connect = services.api_pool.connection  # v1, v2 and the dashboard's calls
         api = QueryApi(connect, timeout_s=timeout, limiter=keys.limiter, authenticator=readers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,8 @@ TCP_USER_TIMEOUT_MS = 30_000
 # deployment that keeps the tables in another schema sets its own
 # `options=-c search_path=...` in PGCONNSTRING, which is then kept.
 SEARCH_PATH = "public"
+# The quoted fragments of libpq's parse errors, taken in pairs from the left.
+_QUOTED = re.compile(r'"[^"]*"')
 
 # The checks below run with pg_catalog alone on the path (the very functions and
 # operators they look for cannot interfere) and get the pinned path as a parameter.
@@ -84,14 +87,15 @@ WHERE schema <> 'pg_catalog' AND has_schema_privilege('public', schema, 'CREATE'
 """
 
 
-def with_connection_options(conninfo: str) -> str:
-    """Add a connect timeout, TCP keepalives and user timeout and a name, unless set."""
+def with_connection_options(conninfo: str, setting: str = "PGCONNSTRING (pgConnString)") -> str:
+    """Add a connect timeout, TCP keepalives and user timeout and a name, unless set; a
+    string libpq cannot parse is a ConfigError naming `setting`."""
     try:
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as error:
-        raise ConfigError(
-            f"PGCONNSTRING (pgConnString) is not a valid connection string: {first_line(error)}"
-        ) from None
+        # libpq quotes the part it could not parse, which may be the password.
+        reason = _QUOTED.sub(_hidden, first_line(error))
+        raise ConfigError(f"{setting} is not a valid connection string: {reason}") from None
     defaults: dict[str, str | int] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "application_name": "picolytics",
@@ -108,6 +112,11 @@ def with_connection_options(conninfo: str) -> str:
     if "search_path" not in options:  # an operator's own search_path is kept
         extra["options"] = f"{options} -c search_path={SEARCH_PATH}".strip()
     return make_conninfo(conninfo, **extra)
+
+
+def _hidden(quoted: re.Match[str]) -> str:
+    """A quoted fragment of two or more characters hidden ("=" is kept)."""
+    return quoted[0] if len(quoted[0]) <= 3 else '"…"'
 
 
 def check_schema(conninfo: str) -> None:
