@@ -45,6 +45,12 @@ bench-query: $(STAMP)
 bench-dashboard: $(STAMP)
 	$(BIN)/python scripts/bench_dashboard.py $(ARGS)
 
+# `picolytics import goatcounter` on a generated 1 M-row export, read and stored (README,
+# Performance); ARGS="--rows 200k --no-store" etc.
+.PHONY: bench-import
+bench-import: $(STAMP)
+	$(BIN)/python scripts/bench_import.py $(ARGS)
+
 # Rebuilds assets/pico.js (under 1000 bytes) from tracker/pico.src.js, and
 # assets/pico.ext.js (under 2000) from it plus tracker/pico.ext.src.js.
 tracker: $(STAMP)

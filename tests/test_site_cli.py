@@ -115,6 +115,7 @@ def test_list_in_a_table_and_as_json(seeded: str, invoke: Any) -> None:
             "rolled_up_days": 2,
             "stale_days": 1,
             "other_zone_days": 0,
+            "imports": [],
         },
         {
             "domain": OTHER,
@@ -124,6 +125,7 @@ def test_list_in_a_table_and_as_json(seeded: str, invoke: Any) -> None:
             "rolled_up_days": 0,
             "stale_days": 0,
             "other_zone_days": 0,
+            "imports": [],
         },
     ]
 

@@ -182,3 +182,29 @@ class BackupError(PicolyticsError):
 class ReadDatabaseError(PicolyticsError):
     """The read connection (PGREADCONNSTRING) reaches a database without picolytics'
     schema; the message names the setting."""
+
+
+class ImportFileError(PicolyticsError):
+    """A file to import (docs/imports.md) is malformed or not of the format: names the
+    file, and where known the line and the column, as `FILE line N, column NAME: reason`.
+    Nothing is stored."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, line: int | None, column: str | None, reason: str) -> None:
+        where = file + (f" line {line}" if line is not None else "")
+        where += f", column {column}" if column is not None else ""
+        super().__init__(f"{where}: {reason}")
+        self.file, self.line, self.column, self.reason = file, line, column, reason
+
+
+class ImportOptionError(PicolyticsError):
+    """A `picolytics import` or `export` argument is invalid (no such file, unknown
+    site or import, a bad day, --from after --to); names it."""
+
+    exit_code = 2
+
+
+class ImportStoreError(PicolyticsError):
+    """`picolytics import` or `export` could not read or change the database (refused,
+    gone away, schema too old); nothing was changed."""

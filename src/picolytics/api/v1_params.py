@@ -62,6 +62,7 @@ class V1Request:
     by: V1Property | None = None  # breakdown: its property
     limit: int = DEFAULT_LIMIT
     page: int = 1
+    with_imported: bool = False  # with_imported=true: imported data too (docs/imports.md)
 
     @property
     def offset(self) -> int:
@@ -213,9 +214,10 @@ def read(
     limit = _positive(params, "limit", MAX_LIMIT) if endpoint == "breakdown" else None
     page = _positive(params, "page", None) if endpoint == "breakdown" else None
     compare = endpoint == "aggregate" and params.get("compare") == "previous_period"
+    with_imported = params.get("with_imported") == "true"
     return V1Request(
         period, first, last, metrics, filters, compare, interval, by,
-        limit or DEFAULT_LIMIT, page or 1,
+        limit or DEFAULT_LIMIT, page or 1, with_imported,
     )  # fmt: skip
 
 

@@ -133,6 +133,7 @@ def plan(request: V1Request, site_id: int) -> Query:
         filters=_filters(request, request.filters),
         limit=request.limit if paged else None,
         offset=request.offset if paged else 0,
+        include_imports=request.with_imported,
     )
 
 
@@ -159,6 +160,7 @@ async def ask(
         interval=query.interval,
         breakdown=query.breakdown if grouped else None,
         filters=_filters(request, _without_goals(request)),
+        include_imports=query.include_imports,
     )
     totals = await run(connection, totals_query, timeout_s=timeout_s)
     visitors = {group_key(row): visitors_of(row) for row in totals.rows}

@@ -44,7 +44,7 @@ class SiteContext:
 class Include:
     time_labels: bool = False  # meta.time_labels: every bucket of the period
     total_rows: bool = False  # meta.total_rows: the rows before pagination
-    imports: bool = False  # imported data too (picolytics has none yet)
+    imports: bool = False  # imported data too, where it can answer (docs/imports.md)
 
 
 @dataclass(frozen=True, slots=True)

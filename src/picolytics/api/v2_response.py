@@ -16,8 +16,9 @@
   its floats half to even (ClickHouse's round); picolytics rounds the exact quotient
   of the counts half to even. Rows ordered by `group_conversion_rate` are ordered and
   paged here (Plan.order_after).
-- `meta`, its keys sorted as Plausible sorts them: `imports_included` and
-  `imports_skip_reason` with `include.imports` (picolytics has no imported data),
+- `meta`, its keys sorted as Plausible sorts them: with `include.imports`,
+  `imports_included`, and when imported data was left out `imports_skip_reason` (and
+  `imports_warning`, in Plausible's words, for an unsupported query or interval),
   `time_labels` with `include.time_labels` (every bucket of the period, in order),
   `total_rows` with `include.total_rows`.
 - `query`: the query as it was answered: the site's domain, the metrics, `date_range`
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from picolytics.api.v2_conversions import (
     GroupKey,
@@ -178,11 +179,29 @@ def results(plan: Plan, answers: Answers) -> list[JSON]:
     ]
 
 
+# Plausible's warnings for the reasons a user can do something about.
+IMPORTS_WARNINGS: Final = {
+    "unsupported_query": (
+        "Imported stats are not included in the results because query parameters are not"
+        " supported. For more information, see:"
+        " https://plausible.io/docs/stats-api#filtering-imported-stats"
+    ),
+    "unsupported_interval": (
+        "Imported stats are not included because the time dimension (i.e. the interval)"
+        " is too short."
+    ),
+}
+
+
 def meta(query: ApiQuery, main: Result) -> JSON:
     found: JSON = {}
-    if query.include.imports:
-        found["imports_included"] = False
-        found["imports_skip_reason"] = "no_imported_data"
+    if query.include.imports and main.imports is not None:
+        found["imports_included"] = main.imports.included
+        reason = main.imports.skip_reason
+        if reason is not None:
+            found["imports_skip_reason"] = reason
+            if reason in IMPORTS_WARNINGS:
+                found["imports_warning"] = IMPORTS_WARNINGS[reason]
     time = query.time_dimension
     if query.include.time_labels and time is not None and time.interval is not None:
         found["time_labels"] = time_labels(query.period, time.interval)

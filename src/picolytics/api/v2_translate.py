@@ -210,17 +210,24 @@ def translate(query: ApiQuery, site_ids: tuple[int, ...]) -> Plan:
         order_by=() if after else order,
         limit=None if after else query.limit,
         offset=0 if after else query.offset,
+        include_imports=query.include.imports,
     )
+    imports = query.include.imports  # the denominators count imported data as the rows do
     totals = None
     if "percentage" in query.metrics:
-        totals = Query(site_ids, query.period, ("visitors",), filters=condition)
+        totals = Query(
+            site_ids, query.period, ("visitors",), filters=condition, include_imports=imports
+        )
     base = conversion_filters(query)
     conversion_totals = group_totals = None
     if "conversion_rate" in query.metrics:
-        conversion_totals = Query(site_ids, query.period, ("visitors",), filters=base)
+        conversion_totals = Query(
+            site_ids, query.period, ("visitors",), filters=base, include_imports=imports
+        )
     if GROUP_RATE in query.metrics:
         group_totals = Query(
-            site_ids, query.period, ("visitors",), interval, breakdown, filters=base
-        )
+            site_ids, query.period, ("visitors",), interval, breakdown, filters=base,
+            include_imports=imports,
+        )  # fmt: skip
     columns = tuple(parts[d.name] for d in query.dimensions)
     return Plan(query, main, totals, columns, conversion_totals, group_totals, after)

@@ -329,6 +329,11 @@ def _stdout_takes_unicode() -> bool:
     show_default=True,
     help="Rows per table; 0 for all.",
 )
+@click.option(
+    "--no-imports",
+    is_flag=True,
+    help="Leave imported data out (default: added on the days it covers).",
+)
 @click.pass_context
 def report_command(
     ctx: click.Context,
@@ -341,6 +346,7 @@ def report_command(
     output_format: str,
     output: str | None,
     limit: int,
+    no_imports: bool,
 ) -> None:
     """Print visitors, visits, pageviews, top pages, sources... of a period.
 
@@ -361,6 +367,7 @@ def report_command(
             timezone=zone,
             limit=limit or None,
             timeout_s=config.query_timeout_sec,
+            imports=not no_imports,
         )
     if output is None and output_format == "csv":
         output = report_render.default_zip_name(result)

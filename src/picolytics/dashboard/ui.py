@@ -2,13 +2,13 @@
 shared link, and their static files (docs/dashboard.md).
 
 Both pages are one server-rendered shell: the landmarks, the site switcher, the
-period picker, what the period is compared with, and a JSON block with what the
-script needs (the sites and their zones, where to send its Stats API calls, the
-server's clock). Everything else is drawn by `static/dashboard.js` from the Stats
-API v2 (POST `BASE/api/v2/query`) and v1's current visitors
-(`BASE/api/v1/stats/realtime/visitors`), BASE being /dashboard or /share/TOKEN, the
-paths where the browser sends the session cookie or the link's own;
-dashboard/api_access.py says who may ask there.
+period picker, what the period is compared with, the "Include imported data" toggle,
+and a JSON block with what the script needs (the sites, their zones and whether they
+have imported data, where to send its Stats API calls, the server's clock).
+Everything else is drawn by `static/dashboard.js` from the Stats API v2 (POST
+`BASE/api/v2/query`) and v1's current visitors (`BASE/api/v1/stats/realtime/visitors`),
+BASE being /dashboard or /share/TOKEN, the paths where the browser sends the session
+cookie or the link's own; dashboard/api_access.py says who may ask there.
 
 - `/dashboard/` without a live session answers 303 to the login, with `next` set
   to the page asked for (bookmarks and filters survive a login). With one, the page
@@ -47,8 +47,11 @@ from picolytics.dashboard.shared import GATE_ROUTE, shared_view
 
 HOME: Final = "/dashboard/"
 SHARE_ROUTE: Final = "/share/{token}"
-SELECT_SITES: Final = "SELECT domain, timezone FROM sites ORDER BY domain"
-SELECT_ZONE: Final = "SELECT timezone FROM sites WHERE site_id = %s"
+# Each site's zone, and whether it has imported days (the page's "Include imported
+# data" toggle is shown for those only).
+_HAS_IMPORTS: Final = "EXISTS (SELECT FROM imported_days d WHERE d.site_id = s.site_id)"
+SELECT_SITES: Final = f"SELECT s.domain, s.timezone, {_HAS_IMPORTS} FROM sites s ORDER BY 1"
+SELECT_ZONE: Final = f"SELECT s.timezone, {_HAS_IMPORTS} FROM sites s WHERE s.site_id = %s"
 SCRIPTS: Final = ("vendor/uPlot.iife.min.js",)
 MODULE: Final = "dashboard.js"
 STYLES: Final = ("vendor/uPlot.min.css", "dashboard.css")
@@ -133,6 +136,9 @@ def shell(
         '<label for="from">From</label><input type="date" id="from" name="from">'
         '<label for="to">To</label><input type="date" id="to" name="to">'
         '<button type="button" id="apply-range">Apply</button></div>'
+        '<div class="control imports" id="imports-control" hidden>'
+        '<input type="checkbox" id="imports" name="imports" checked>'
+        '<label for="imports">Include imported data</label></div>'
     )
     header = (
         '<a href="#main" class="skip">Skip to the statistics</a><header class="top">'
@@ -192,7 +198,7 @@ class DashboardPages:
                     asked = HOME + (f"?{request.url.query}" if request.url.query else "")
                     return RedirectResponse(f"{LOGIN_PATH}?next={quote(asked, safe='')}", 303)
                 cursor = await connection.execute(SELECT_SITES)
-                sites = [{"domain": d, "timezone": z} for d, z in await cursor.fetchall()]
+                sites = [_site(d, z, i) for d, z, i in await cursor.fetchall()]
         except psycopg.Error:
             return _unavailable()
         config = {"mode": "private", "base": "/dashboard", "sites": sites, "now": _now()}
@@ -222,12 +228,17 @@ class DashboardPages:
         config = {
             "mode": "shared",
             "base": f"/share/{token}",
-            "sites": [{"domain": domain, "timezone": zone[0]}],
+            "sites": [_site(domain, zone[0], zone[1])],
             "now": _now(),
             "embed": embed,
         }
         headers = security_headers(embeddable=embed, referrer="no-referrer")
         return HTMLResponse(shell(config, title=domain, embed=embed), headers=headers)
+
+
+def _site(domain: str, timezone: str, imports: bool) -> dict[str, Any]:
+    """A site as the page's config has it; `imports` only when it has imported data."""
+    return {"domain": domain, "timezone": timezone} | ({"imports": True} if imports else {})
 
 
 def _now() -> str:

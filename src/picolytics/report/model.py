@@ -88,6 +88,7 @@ class Report:
     daily: tuple[Day, ...]  # every day of the period, zeros included
     tables: tuple[Table, ...]  # in the order of TABLES
     limit: int | None  # rows per table (None: all)
+    imported_days: int = 0  # local days whose imported data is included (docs/imports.md)
 
     @property
     def timezone(self) -> str:

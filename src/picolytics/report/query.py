@@ -50,6 +50,7 @@ from picolytics.report.options import (
 from picolytics.report.sql import SCHEMA_STATE, SELECT_SITES
 from picolytics.stats import engine, periods
 from picolytics.stats.extras import extras
+from picolytics.stats.imported import imported_day_count
 from picolytics.stats.query import (
     MAX_LIMIT,
     Breakdown,
@@ -168,9 +169,12 @@ async def build_report(
     limit: int | None = DEFAULT_LIMIT,
     now: datetime | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    imports: bool = True,
 ) -> Report:
     """Read the sites, then every table through the query layer, and assemble the
-    report. `period` in days (local to the zone) or as options (today: the zone's)."""
+    report. `period` in days (local to the zone) or as options (today: the zone's).
+    `imports`: add imported data on the days it covers (docs/imports.md), as Plausible's
+    dashboard does by default; campaigns and bot hits are native only."""
     now = now or datetime.now(UTC)
     if timezone is not None:
         report_zone(timezone)
@@ -189,6 +193,7 @@ async def build_report(
         await connection.execute(ONE_SNAPSHOT)
 
         async def run(query: Query) -> Result:
+            query = replace(query, include_imports=imports)
             return await engine.run(connection, query, timeout_s=timeout_s)
 
         totals = await run(
@@ -247,6 +252,9 @@ async def build_report(
                 (row.value, *(_int(row.metrics[m]) for m in spec.metrics)) for row in result.rows
             )
             tables.append(Table(spec.name, (spec.column, *spec.metrics), rows[:limit]))
+        imported_days = 0
+        if imports and totals.imports is not None and totals.imports.included:
+            imported_days = await imported_day_count(connection, site_ids, stats_period)
         (total,) = totals.rows
         metrics = total.metrics
         summary = Summary(
@@ -268,6 +276,7 @@ async def build_report(
         daily=daily,
         tables=tuple(tables),
         limit=limit,
+        imported_days=imported_days,
     )
 
 
@@ -289,14 +298,12 @@ def report_from(
     timezone: str | None = None,
     limit: int | None = DEFAULT_LIMIT,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    imports: bool = True,
 ) -> Report:
     """Connect, build the report, disconnect; database failures become ReportError."""
     try:
-        return asyncio.run(
-            _report_from(
-                conninfo, period, sites, timezone=timezone, limit=limit, timeout_s=timeout_s
-            )
-        )
+        options = {"timezone": timezone, "limit": limit, "timeout_s": timeout_s}
+        return asyncio.run(_report_from(conninfo, period, sites, imports=imports, **options))
     except psycopg.Error as error:
         raise ReportError(
             f"cannot read the report from the database: {first_line(error)}"

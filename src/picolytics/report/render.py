@@ -167,6 +167,13 @@ def _table_lines(table: Table, glyphs: Glyphs) -> list[str]:
     return lines
 
 
+def _imported_lines(report: Report) -> list[str]:
+    days = report.imported_days
+    if not days:
+        return []
+    return [f"includes imported data for {days} day{'s' if days != 1 else ''}"]
+
+
 def render_text(report: Report, *, ascii_only: bool = False) -> str:
     """The report for an 80-column terminal."""
     glyphs = Glyphs(ascii_only)
@@ -176,6 +183,7 @@ def render_text(report: Report, *, ascii_only: bool = False) -> str:
     lines = [
         _sites_line(report, glyphs),
         _clip(f"{period.first} to {period.last} ({report.timezone}, {plural})", WIDTH, glyphs),
+        *_imported_lines(report),
         "",
         *_summary_lines(report, glyphs),
         "",
@@ -213,6 +221,8 @@ def report_document(report: Report) -> dict[str, Any]:
         "timezone": report.timezone,
         "days": len(report.daily),
         "limit": report.limit,
+        # Only when there is some, so a report without imports keeps its shape.
+        **({"imported_days": report.imported_days} if report.imported_days else {}),
         "summary": {key: _plain(value) for key, value in asdict(report.summary).items()},
         "daily": [{key: _plain(v) for key, v in asdict(day).items()} for day in report.daily],
     }

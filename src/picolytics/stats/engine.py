@@ -33,6 +33,7 @@ from picolytics.stats.goal_parts import (
     uses_goals,
 )
 from picolytics.stats.goals import load_goals
+from picolytics.stats.imported import imported_parts
 from picolytics.stats.periods import day_start, zone
 from picolytics.stats.query import Path, Period, Query, Result
 from picolytics.stats.raw import raw_parts
@@ -108,6 +109,7 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
     if found:
         await cursor.execute(COMPILE_PATTERNS, (found,))
     params = Params()
+    imported = await imported_parts(connection, query, params, goals)  # docs/imports.md
     whole = (Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end),)
     rolled: tuple[tuple[int, date], ...] = ()
     ranges: tuple[Range, ...] = whole
@@ -117,7 +119,7 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
     parts: list[str] = []
     if shape.dimension == "goal":
         if not goals:  # nothing can complete a goal
-            return Result(rows=(), total_rows=0, path="raw")
+            return Result(rows=(), total_rows=0, path="raw", imports=imported.note)
         rolled, ranges, parts = await _goal_parts(
             connection, query, shape, params,
             goals=goals, whole=whole, rollups=use_rollups and query.filters is None,
@@ -127,10 +129,11 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
             parts += rollup_parts(query, shape, rolled, params)
         if ranges:
             parts += raw_parts(query, shape, ranges, params)
+    parts += imported.parts
     await cursor.execute(statement(query, parts, params), params.values)
     rows, total = decode(query, await cursor.fetchall())
     path: Path = "mixed" if rolled and ranges else "rollup" if rolled else "raw"
-    return Result(rows=rows, total_rows=total, path=path)
+    return Result(rows=rows, total_rows=total, path=path, imports=imported.note)
 
 
 async def _goal_parts(

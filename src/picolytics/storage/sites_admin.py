@@ -12,7 +12,7 @@ the site is set back to it (queries read rollups of the site's own zone only).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ import psycopg
 
 from picolytics.errors import SiteError, SiteOptionError
 from picolytics.storage import database
+from picolytics.storage.imported_days import LIST_IMPORTS
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -29,6 +30,8 @@ SCHEMA_STATE = """
 SELECT to_regclass('sites') IS NOT NULL,
        to_regclass('rollup_days') IS NOT NULL AND to_regclass('rollup_stale') IS NOT NULL
 """
+# Imported history (migration 0014, docs/imports.md).
+HAS_IMPORTS = "SELECT to_regclass('imports') IS NOT NULL"
 
 # Per site: its zone, the first and last local day with raw rows (visits and events,
 # each found by an index: one short scan per site) or rollups, and its rolled-up days
@@ -109,6 +112,18 @@ CROSS JOIN first_raw f
 
 
 @dataclass(frozen=True)
+class SiteImport:
+    """One import of a site's history, with the days it owns now."""
+
+    import_id: int
+    source: str  # "plausible" or "goatcounter"
+    file_name: str
+    first_day: date | None  # None: a later import replaced every one of its days
+    last_day: date | None
+    days: int
+
+
+@dataclass(frozen=True)
 class SiteSummary:
     """One line of `picolytics site list`."""
 
@@ -119,6 +134,7 @@ class SiteSummary:
     rolled_up_days: int  # rolled in the site's zone and not stale: read from rollups
     stale_days: int  # rolled in the site's zone, changed since (read raw, re-rolled)
     other_zone_days: int  # rolled in another zone (read raw until re-rolled)
+    imports: tuple[SiteImport, ...] = ()  # imported history, by first day
 
 
 @dataclass(frozen=True)
@@ -157,7 +173,18 @@ def list_sites(connection: Connection) -> list[SiteSummary]:
     """Every site, in the order they were first seen."""
     with connection.transaction():
         _check_schema(connection)
-        return [SiteSummary(*row) for row in connection.execute(LIST_SITES)]
+        sites = [SiteSummary(*row) for row in connection.execute(LIST_SITES)]
+        row = connection.execute(HAS_IMPORTS).fetchone()
+        if not (row and row[0]):
+            return sites
+        imports: dict[str, list[SiteImport]] = {}
+        for domain, import_id, source, name, _, first, last, days in connection.execute(
+            LIST_IMPORTS
+        ):
+            imports.setdefault(domain, []).append(
+                SiteImport(import_id, source, name, first, last, days)
+            )
+        return [replace(site, imports=tuple(imports.get(site.domain, ()))) for site in sites]
 
 
 def unknown_site(connection: Connection, domain: str) -> SiteOptionError:
@@ -184,6 +211,9 @@ SELECT site_id, day FROM rollup_days WHERE site_id = %s AND timezone = %s
 ORDER BY 1, 2
 ON CONFLICT (site_id, day) DO UPDATE SET day = EXCLUDED.day
 """
+# The open day's prefixes (migration 0016, storage/rollup_prefix.py) of the old zone.
+HAS_PREFIXES = "SELECT to_regclass('rollup_prefix') IS NOT NULL"
+DROP_PREFIXES = "DELETE FROM rollup_prefix WHERE site_id = %s"
 
 
 def set_timezone(connection: Connection, domain: str, zone: str) -> ZoneChange:
@@ -203,6 +233,12 @@ def set_timezone(connection: Connection, domain: str, zone: str) -> ZoneChange:
             # Late writes were marked in the other zone meanwhile: the days rolled in
             # this one may have changed unmarked, so they read raw until rolled again.
             connection.execute(MARK_ROLLED_IN_ZONE_STALE, (site_id, zone))
+            # After a change and back, a prefix of the old zone may have changed unmarked
+            # (marks went to the other zone's days): the roller rolls them again. Here
+            # and not in a trigger on sites, which Citus refuses (sql/0016).
+            has_prefixes = connection.execute(HAS_PREFIXES).fetchone()
+            if has_prefixes and has_prefixes[0]:
+                connection.execute(DROP_PREFIXES, (site_id,))
         counts = connection.execute(ROLLUPS_BY_ZONE, {"zone": zone, "site": site_id}).fetchone()
         assert counts is not None  # an aggregate without GROUP BY: one row
     return ZoneChange(domain, old, zone, *counts)
@@ -266,10 +302,22 @@ def _rolled_up(site: SiteSummary) -> str:
     return f"{text} ({notes})" if notes else text
 
 
+def _imported(site: SiteSummary) -> str:
+    ranges = [
+        f"{found.first_day}..{found.last_day} ({found.source})"
+        for found in site.imports
+        if found.days
+    ]
+    return ", ".join(ranges) or "-"
+
+
 def table(sites: list[SiteSummary]) -> list[str]:
-    """`picolytics site list` for a terminal: one aligned line per site."""
+    """`picolytics site list` for a terminal: one aligned line per site, with a column
+    of imported days once some site has an import."""
     if not sites:
         return ["no sites yet (a site appears with its first event)"]
+    with_imports = any(site.imports for site in sites)
+    columns = (*COLUMNS, "imported") if with_imports else COLUMNS
     rows = [
         (
             site.domain,
@@ -277,21 +325,29 @@ def table(sites: list[SiteSummary]) -> list[str]:
             str(site.first_day or "-"),
             str(site.last_day or "-"),
             _rolled_up(site),
+            *((_imported(site),) if with_imports else ()),
         )
         for site in sites
     ]
-    widths = [max(len(row[n]) for row in [COLUMNS, *rows]) for n in range(len(COLUMNS))]
+    widths = [max(len(row[n]) for row in [columns, *rows]) for n in range(len(columns))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [COLUMNS, *rows]
+        for row in [columns, *rows]
     ]
 
 
+def _json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
 def document(sites: list[SiteSummary]) -> list[dict[str, Any]]:
-    """`picolytics site list --json`: days as YYYY-MM-DD (or null), counts as numbers."""
+    """`picolytics site list --json`: days as YYYY-MM-DD (or null), counts as numbers;
+    `imports` lists each import (id, source, file, first and last day it owns, days)."""
     return [
         {
-            key: value.isoformat() if isinstance(value, date) else value
+            key: [{k: _json(v) for k, v in found.items()} for found in value]
+            if key == "imports"
+            else _json(value)
             for key, value in asdict(site).items()
         }
         for site in sites

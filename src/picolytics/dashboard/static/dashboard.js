@@ -2,7 +2,9 @@
 // that state, all from the Stats API (api.js) in the site's zone (periods.js).
 //
 // The state is site, period (and from/to for a custom range), what it is compared
-// with (the previous period, a year earlier, nothing), the graph's metric, the filters, the property broken down and each card's tab. Every change is a new
+// with (the previous period, a year earlier, nothing), the graph's metric, the filters, the property broken down and each card's tab,
+// and whether imported data is included (on by default, `imports=off`; the toggle is
+// shown for a site with imported data only). Every change is a new
 // history entry (pushState), so the back button undoes it and a bookmark or a shared
 // URL opens the same view; popstate draws the state of the entry gone back to.
 // Each part (the metrics row, the graph's section, the current visitors, a card)
@@ -61,7 +63,7 @@ function readState(search) {
     if (card.tabs.some((t) => t.id === wanted)) tabs[card.id] = wanted;
   }
   return {
-    site, period, compare, metric, filters, tabs,
+    site, period, compare, metric, filters, tabs, imports: params.get("imports") !== "off",
     from: params.get("from") || "", to: params.get("to") || "", prop: params.get("prop") || "",
   };
 }
@@ -75,6 +77,7 @@ function search(state) {
     params.set("to", state.to);
   }
   if (state.compare !== DEFAULT_COMPARE) params.set("compare", state.compare);
+  if (!state.imports) params.set("imports", "off");
   if (state.metric !== "visitors") params.set("metric", state.metric);
   for (const [dimension, value] of state.filters) params.append("f", `${dimension}=${value}`);
   if (state.prop) params.set("prop", state.prop);
@@ -115,8 +118,9 @@ const parts = {
 };
 const filtersSection = h("section", { class: "filters", id: "filters", "aria-label": "Filters", hidden: true },
   h("h2", { class: "sr-only" }, "Filters"), parts.chips);
+const graphNote = h("div", { id: "graph-note" });
 const graphSection = h("section", { class: "graph-section", id: "graph-section", "aria-labelledby": "graph-h" },
-  parts.graphHeading, parts.graph,
+  parts.graphHeading, graphNote, parts.graph,
   h("details", {}, h("summary", {}, "The graph's numbers as a table"), parts.graphTable));
 
 function layout() {
@@ -141,6 +145,19 @@ function siteZone() {
   return config.sites.find((s) => s.domain === state.site).timezone;
 }
 
+/** The `include` of every query: imported data while the site has some and it is on. */
+function include(extra = {}) {
+  const site = config.sites.find((s) => s.domain === state.site);
+  return site.imports && state.imports ? { ...extra, imports: true } : extra;
+}
+
+/** A note under a part whose query left imported data out (the API's meta says why). */
+function importsNote(answer) {
+  const reason = answer && answer.meta ? answer.meta.imports_skip_reason : null;
+  const text = IMPORTS_NOTES[reason];
+  return text ? h("p", { class: "imports-note", role: "note" }, text) : null;
+}
+
 // -- controls -----------------------------------------------------------------------------
 
 const siteSelect = document.getElementById("site");
@@ -149,6 +166,13 @@ const compareSelect = document.getElementById("compare");
 // What the previous numbers are called, in the graph's legend and in words.
 const COMPARED = { previous: "the previous period", year: "a year earlier" };
 const customRange = document.getElementById("custom-range");
+const importsControl = document.getElementById("imports-control");
+const importsBox = document.getElementById("imports");
+// Why imported data is not in a part, in words (the reasons a user can act on).
+const IMPORTS_NOTES = {
+  unsupported_query: "Imported data is left out here: it cannot be filtered or broken down this way.",
+  unsupported_interval: "Imported data is left out here: it has days, not hours.",
+};
 const fromInput = document.getElementById("from");
 const toInput = document.getElementById("to");
 
@@ -167,6 +191,7 @@ periodSelect.addEventListener("change", () => {
   fromInput.focus();
 });
 compareSelect.addEventListener("change", () => go({ compare: compareSelect.value }));
+importsBox.addEventListener("change", () => go({ imports: importsBox.checked }));
 document.getElementById("apply-range").addEventListener("click", () => {
   const from = fromInput.value;
   const to = toInput.value;
@@ -180,6 +205,8 @@ function syncControls() {
   if (siteSelect) siteSelect.value = state.site;
   periodSelect.value = state.period;
   compareSelect.value = state.compare;
+  importsControl.hidden = !config.sites.find((s) => s.domain === state.site).imports;
+  importsBox.checked = state.imports;
   customRange.hidden = state.period !== "custom";
   if (state.period === "custom") {
     fromInput.value = state.from;
@@ -237,7 +264,7 @@ function shownMetrics() {
 /** The totals of `metrics` over `range`, each alone when the API refuses them together. */
 async function totals(metrics, range, signal) {
   const ask = (list) => api.query({
-    site_id: state.site, metrics: list, date_range: range, filters: apiFilters(),
+    site_id: state.site, metrics: list, date_range: range, filters: apiFilters(), include: include(),
   }, signal).then((answer) => answer.results[0] ? answer.results[0].metrics : list.map(() => 0));
   try {
     return await ask(metrics);
@@ -310,7 +337,7 @@ async function loadGraph(period, signal) {
   parts.graphHeading.textContent = `${METRICS[name].label} over time`;
   const ask = (dates) => api.query({
     site_id: state.site, metrics: [name], date_range: dates, dimensions: [period.interval],
-    filters: apiFilters(), include: { time_labels: true },
+    filters: apiFilters(), include: include({ time_labels: true }),
   }, signal);
   graphSection.setAttribute("aria-busy", "true");
   try {
@@ -326,6 +353,7 @@ async function loadGraph(period, signal) {
       previousLabels: previous ? previous.meta.time_labels : [],
       previousName: COMPARED[state.compare] || "",
     });
+    graphNote.replaceChildren(...[importsNote(current)].filter(Boolean));
     graphSection.dataset.loaded = "rows";
   } catch (error) {
     if (aborted(error)) return;
@@ -368,6 +396,7 @@ function periodText(period) {
 function context(period, signal) {
   return {
     api, signal, site: state.site, range: period, filters: apiFilters(), hidden,
+    include: include(), importsNote,
     filterKey: JSON.stringify(state.filters), tabs: state.tabs, prop: state.prop,
     goal: state.filters.some(([d]) => d === "event:goal"),
     addFilter,

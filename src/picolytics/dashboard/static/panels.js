@@ -2,6 +2,7 @@
 // ...), one Stats API v2 query per shown tab. A row is a button: it filters every
 // panel by its value. A tab the API refuses (400, even with visitors alone) is hidden,
 // and so is a card with no tab left; "Download CSV" asks for up to EXPORT_ROWS rows.
+// A tab whose query left imported data out (meta.imports_skip_reason) says so in a note.
 // A card's `data-loaded` says its load has ended and how ("rows", "empty", "idle",
 // "hidden", "failed"): absent while it loads (scripts/bench_dashboard.py waits on it).
 
@@ -118,6 +119,7 @@ function body(t, ctx, metrics, limit) {
     dimensions: dimensionsOf(t, ctx),
     filters: ctx.filters,
     pagination: { limit },
+    include: ctx.include,
   };
 }
 
@@ -236,11 +238,13 @@ async function fill(card, section, ctx) {
     const empty = h("p", { class: "empty" }, "Nothing in this period.");
     const csvButton = h("button", { type: "button", class: "csv", onclick: download(card, t, ctx) },
       "Download CSV", h("span", { class: "sr-only" }, ` of ${t.label}`));
+    const note = ctx.importsNote(answer);
     if (answer.results.length) {
-      content.replaceChildren(table(card, t, ctx, metrics, answer), h("div", { class: "card-foot" }, csvButton));
+      content.replaceChildren(...[note, table(card, t, ctx, metrics, answer),
+        h("div", { class: "card-foot" }, csvButton)].filter(Boolean));
       return "rows";
     }
-    content.replaceChildren(empty);
+    content.replaceChildren(...[note, empty].filter(Boolean));
     return "empty";
   } catch (error) {
     if (aborted(error)) return null;

@@ -1,0 +1,48 @@
+"""Which days imported history may cover, said once in SQL (docs/imports.md).
+
+Imported data covers only the days before a site's first native day: the local day,
+in the site's zone, of its oldest raw event, or its oldest rolled-up day, whichever is
+earlier (rollups outlive pruned raw rows). A site without native data has none, and
+imported days stop only at its local today, which is never imported either (it is
+still being counted). The store (imports/store.py) drops imported rows on or after
+the cut; the query layer (stats/) applies the same rule when it reads them, so a site
+that starts collecting before an import's last day never counts a day twice.
+
+Each expression reads the row of `sites s`: put them in a query over `sites s`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The site's first native day, or NULL when it has no native data. Both reads use an
+# index: events (site_id, received_at), rollup_days' primary key (site_id, day).
+FIRST_NATIVE_DAY: Final = """least(
+    (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
+     WHERE e.site_id = s.site_id ORDER BY e.received_at LIMIT 1),
+    (SELECT d.day FROM rollup_days d WHERE d.site_id = s.site_id ORDER BY d.day LIMIT 1)
+)"""
+
+# The site's local today, where imported days end at the latest.
+LOCAL_TODAY: Final = "(now() AT TIME ZONE s.timezone)::date"
+
+# The first day imported data may not cover: imported days are those before it.
+IMPORT_CUT: Final = f"least({FIRST_NATIVE_DAY}, {LOCAL_TODAY})"
+
+# Per site (by id): its first native day and its local today.
+SELECT_CUT: Final = f"""
+SELECT {FIRST_NATIVE_DAY} AS first_native_day, {LOCAL_TODAY} AS today
+FROM sites s WHERE s.site_id = %s
+"""
+
+# Every import of every site, for `picolytics site list`: what it is and the days it
+# owns now (an import that a later one partly replaced owns fewer than it brought).
+LIST_IMPORTS: Final = """
+SELECT s.domain, i.import_id, i.source, i.file_name, i.imported_at,
+       min(d.day) AS first_day, max(d.day) AS last_day, count(d.day) AS days
+FROM imports i
+JOIN sites s USING (site_id)
+LEFT JOIN imported_days d ON d.site_id = i.site_id AND d.import_id = i.import_id
+GROUP BY i.site_id, i.import_id, s.domain
+ORDER BY i.site_id, min(d.day), i.import_id
+"""
