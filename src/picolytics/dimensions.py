@@ -17,11 +17,12 @@ Metric = Literal[
     "visit_duration",
     "events",
     "bounces",
+    "total_duration",  # the sum of the visits' durations, s (the export's total)
 ]
 METRICS: Final[tuple[Metric, ...]] = get_args(Metric)
 # Metrics of the visit grain only: no meaning for a breakdown by an event dimension.
 VISIT_ONLY_METRICS: Final = frozenset(
-    {"views_per_visit", "bounce_rate", "visit_duration", "bounces"}
+    {"views_per_visit", "bounce_rate", "visit_duration", "bounces", "total_duration"}
 )
 
 VisitDimension = Literal[

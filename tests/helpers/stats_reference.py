@@ -77,7 +77,15 @@ RATE_DECIMALS: Final[dict[str, int]] = {
 
 # The grain each metric is counted over when there is no breakdown (docs/read-model.md).
 VISIT_GRAIN_METRICS: Final = frozenset(
-    {"visitors", "visits", "bounces", "bounce_rate", "visit_duration", "views_per_visit"}
+    {
+        "visitors",
+        "visits",
+        "bounces",
+        "bounce_rate",
+        "visit_duration",
+        "views_per_visit",
+        "total_duration",
+    }
 )
 EVENT_GRAIN_METRICS: Final = frozenset({"pageviews", "events"})
 
@@ -385,6 +393,8 @@ def visit_metrics(
             out[metric] = rate(sum(v.bounce for v in visits), count, 100, metric)
         elif metric == "visit_duration":
             out[metric] = rate(sum(v.duration_s for v in visits), count, 1, metric)
+        elif metric == "total_duration":
+            out[metric] = sum(v.duration_s for v in visits)
         elif metric == "views_per_visit":
             out[metric] = rate(sum(v.pageviews for v in visits), count, 1, metric)
         elif metric == "pageviews":

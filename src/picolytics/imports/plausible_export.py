@@ -15,21 +15,17 @@ export says what the Stats API says by construction. Imported data is never expo
   Plausible wants ISO 3166-2 codes and GeoNames ids).
 - imported_custom_events: a row per day and event name; link_url and path empty.
 - imported_devices: the device type capitalised, as Plausible writes it ("Desktop").
-- visit_duration: the total seconds, from the query layer's average (one decimal) as
-  the integer nearest to average x visits: exact for rows of up to 10 visits, else
-  within visits x 0.05 s; a re-import answers the same average for each row.
+- visit_duration: the total seconds (the query layer's `total_duration`), exact.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -67,7 +63,7 @@ METRIC_OF: Final[dict[str, Metric]] = {
     "visits": "visits",
     "pageviews": "pageviews",
     "bounces": "bounces",
-    "visit_duration": "visit_duration",
+    "visit_duration": "total_duration",
     "entrances": "visits",
     "exits": "visits",
     "events": "events",
@@ -113,14 +109,6 @@ def file_name(table: TableName, first: date, last: date) -> str:
     return f"{table}_{first:%Y%m%d}_{last:%Y%m%d}.csv"
 
 
-def total_duration(average: float | None, visits: int) -> int:
-    """Total seconds from the rounded average: the integer nearest average x visits,
-    the lower one on a tie (the true total, whenever the row has up to 10 visits)."""
-    if average is None or visits == 0:
-        return 0
-    return math.ceil(Decimal(repr(average)) * visits - Decimal("0.5"))
-
-
 def _chunks(first: date, last: date) -> Iterator[tuple[date, date]]:
     start = first
     while start <= last:
@@ -130,23 +118,11 @@ def _chunks(first: date, last: date) -> Iterator[tuple[date, date]]:
 
 
 def _metrics(table: TableName) -> tuple[Metric, ...]:
-    wanted = [METRIC_OF[c] for c in COLUMNS[table] if c not in TEXT_COLUMNS]
-    return tuple(dict.fromkeys(["visits", *wanted] if "visit_duration" in wanted else wanted))
+    return tuple(dict.fromkeys(METRIC_OF[c] for c in COLUMNS[table] if c not in TEXT_COLUMNS))
 
 
 def _counts(table: TableName, row: Row) -> list[int]:
-    values: list[int] = []
-    for column in COLUMNS[table]:
-        if column in TEXT_COLUMNS:
-            continue
-        if column == "visit_duration":
-            average = row.metrics["visit_duration"]
-            values.append(
-                total_duration(None if average is None else float(average), _int(row, "visits"))
-            )
-        else:
-            values.append(_int(row, METRIC_OF[column]))
-    return values
+    return [_int(row, METRIC_OF[c]) for c in COLUMNS[table] if c not in TEXT_COLUMNS]
 
 
 def _int(row: Row, metric: Metric) -> int:
@@ -170,6 +146,8 @@ class _Exporter:
             interval="day",
             breakdown=Breakdown(dimension) if dimension else None,
             filters=filters,
+            # A stable file, whatever the counts: by day, then value.
+            order_by=(("time", "asc"), *((("value", "asc"),) if dimension else ())),
         )
         result = await engine.run(self.connection, query, timeout_s=TIMEOUT_S)
         return result.rows

@@ -32,6 +32,7 @@ _METRIC_SQL: Final[dict[Metric, str]] = {
     "pageviews": "pageviews",
     "events": "events",
     "bounces": "bounces",
+    "total_duration": "duration_s",
     "bounce_rate": "round(100.0 * bounces / nullif(visits, 0), 1)",
     "visit_duration": "round(duration_s::numeric / nullif(visits, 0), 1)",
     "views_per_visit": "round(session_pageviews::numeric / nullif(visits, 0), 2)",

@@ -60,6 +60,7 @@ NEEDS: Final[dict[Metric, tuple[str, ...]]] = {
     "visitors": ("visitors",),
     "visits": ("visits",),
     "bounces": ("bounces",),
+    "total_duration": ("duration_s",),
     "bounce_rate": ("bounces", "visits"),
     "visit_duration": ("duration_s", "visits"),
     "views_per_visit": ("session_pageviews", "visits"),

@@ -35,7 +35,15 @@ from picolytics.stats.query import Condition, Filter, HasDone, Not, Query
 
 # Metrics of each grain when there is no breakdown.
 _VISIT_TOTALS = frozenset(
-    {"visitors", "visits", "bounces", "bounce_rate", "visit_duration", "views_per_visit"}
+    {
+        "visitors",
+        "visits",
+        "bounces",
+        "bounce_rate",
+        "visit_duration",
+        "views_per_visit",
+        "total_duration",
+    }
 )
 _EVENT_TOTALS = frozenset({"pageviews", "events"})
 
