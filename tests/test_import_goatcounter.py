@@ -29,12 +29,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from helpers.database import query
 
 from picolytics.errors import ImportFileError, ImportOptionError
 from picolytics.imports.goatcounter import read_goatcounter
 from picolytics.imports.goatcounter_fields import agent_columns, referrer_columns
 from picolytics.imports.store import store
-from tests.helpers.database import query
 
 FIXTURE = Path(__file__).parent / "data" / "goatcounter" / "export.csv"
 D1, D2 = date(2024, 3, 1), date(2024, 3, 2)

@@ -64,6 +64,16 @@ READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
 READABLE_TABLES += ["rollup_days", "rollup_stale", "rollup_visits", "rollup_events"]
 READABLE_TABLES += ["rollup_hours", "rollup_segment_visits", "rollup_segment_events"]
 READABLE_TABLES += ["goals"]  # sql/0010_goals.sql: the query layer reads the goals
+# sql/0014_imports.sql: the imported history, aggregates only; sql/0016_open_day.sql:
+# which open days have a prefix rollup.
+READABLE_TABLES += ["imports", "imported_days", "rollup_prefix"]
+READABLE_TABLES += [
+    f"imported_{name}"
+    for name in (
+        "visitors", "sources", "pages", "entry_pages", "exit_pages", "custom_events",
+        "locations", "devices", "browsers", "operating_systems",
+    )
+]  # fmt: skip
 PRIVATE_TABLES = ["daily_salts", "visitor_sessions", "schema_migrations", "api_keys"]
 PRIVATE_TABLES += [f"dashboard_{name}" for name in ("users", "sessions", "setup_tokens", "shares")]
 
