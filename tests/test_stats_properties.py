@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,6 +61,7 @@ from picolytics.stats.query import (
     Condition,
     Filter,
     HasDone,
+    Interval,
     Not,
     Or,
     Period,
@@ -170,6 +171,9 @@ class Dataset:
     late: tuple[Visit, ...]  # written after the rollups (late writes)
     bots: tuple[tuple[int, int, str, int], ...]  # site, day after base, reason, hits
     batch_size: int
+    # When the roller runs, after base (None: `roller_clock`): a day of the dataset is
+    # then the roller's open day, rolled as a prefix (storage/rollup_prefix.py).
+    roll_at: timedelta | None = None
 
 
 def base_of(dataset: Dataset, now: datetime) -> datetime:
@@ -402,6 +406,19 @@ def datasets(draw: st.DrawFn, late: bool = False) -> Dataset:
             )
         ),
         batch_size=draw(st.sampled_from((1, 7, 50, 1000))),
+        # Mostly a few hours after an anchor, so the open day has visits on both sides of
+        # its prefix's end; often just over ROLL_DELAY after, so that some visit goes on
+        # across it (the same page or event on both sides: stats/prefix_events.py).
+        roll_at=draw(
+            st.one_of(
+                st.none(),
+                st.sampled_from(anchors).flatmap(
+                    lambda anchor: st.one_of(st.integers(60, 150), st.integers(30, 720)).map(
+                        lambda m: anchor + timedelta(minutes=m)
+                    )
+                ),
+            )
+        ),
     )
 
 
@@ -784,7 +801,8 @@ def queries(
     zone = draw(st.sampled_from((first_zone, was, *ZONES)))
     breakdown: Breakdown | None = None
     if draw(st.booleans()):
-        dimension = draw(st.sampled_from(ROW_DIMENSIONS))
+        # Event dimensions twice as often: their open-day tails count ids over events.
+        dimension = draw(st.sampled_from((*ROW_DIMENSIONS, *EVENT_DIMENSIONS)))
         key = (
             draw(st.sampled_from((*values.prop_keys, *values.prop_keys, "nokey")))
             if dimension == "prop"
@@ -1013,6 +1031,8 @@ class ReadModel:
     zones: dict[int, str]
     # (site_id, day) -> the segments it has rollups of, and those splitting a visitor.
     segments: dict[tuple[int, date], tuple[frozenset[str], frozenset[str]]]
+    # (site_id, day) -> (zone, until) of the open days' prefix rollups.
+    prefixes: dict[tuple[int, date], tuple[str, datetime]] = field(default_factory=dict)
 
 
 async def read_model(connection: AsyncConnection[Any]) -> ReadModel:
@@ -1026,7 +1046,9 @@ async def read_model(connection: AsyncConnection[Any]) -> ReadModel:
     stale = frozenset((int(s), d) for s, d in await cursor.fetchall())
     cursor = await connection.execute("SELECT site_id, timezone FROM sites")
     zones = {int(s): str(z) for s, z in await cursor.fetchall()}
-    return ReadModel(rolled, stale, zones, segments)
+    cursor = await connection.execute("SELECT site_id, day, timezone, until FROM rollup_prefix")
+    prefixes = {(int(s), d): (str(z), u) for s, d, z, u in await cursor.fetchall()}
+    return ReadModel(rolled, stale, zones, segments, prefixes)
 
 
 def expected_path(query: Query, model: ReadModel) -> str:
@@ -1035,6 +1057,8 @@ def expected_path(query: Query, model: ReadModel) -> str:
     rest."""
     if not rollup_shaped(query):
         return "raw"
+    if prefix_used(query, model):
+        return "mixed"  # the prefix's rows and the tail's raw rows
     segment = segment_of(query)
     period = query.period
     tz = ZoneInfo(period.timezone)
@@ -1064,6 +1088,108 @@ def expected_path(query: Query, model: ReadModel) -> str:
     if not used:
         return "raw"
     return "rollup" if tiled else "mixed"
+
+
+def prefix_used(query: Query, model: ReadModel) -> bool:
+    """Does an open day's prefix answer a day of the query? (docs/read-model.md, The open
+    day): without a filter, for a day whole in the period up to the prefix's end, rolled
+    in the query's zone, the site's, not stale."""
+    dimension = query.breakdown.dimension if query.breakdown else None
+    if query.filters is not None:
+        return False
+    period = query.period
+    for (site_id, day), (zone, until) in model.prefixes.items():
+        if (
+            site_id in query.site_ids
+            and zone == period.timezone == model.zones[site_id]
+            and (site_id, day) not in model.stale
+            and (site_id, day) not in model.rolled
+            and day_start(day, zone) >= period.start
+            and until <= period.end
+        ):
+            statistic("an open day read from its prefix and tail")
+            if dimension in EVENT_DIMENSIONS:
+                statistic("an open day's prefix and tail, by an event dimension")
+            return True
+    return False
+
+
+def open_day_queries(model: ReadModel, values: Values, data: st.DataObject) -> list[Query]:
+    """Unfiltered breakdowns by page, event and prop over each open day with a prefix in
+    its site's zone, whole in the period (from its start or the day before, mostly up
+    to the day's end, else to the prefix's end), so its prefix and tail answer."""
+    asked = []
+    for (site_id, day), (zone, until) in sorted(model.prefixes.items()):
+        if model.zones[site_id] != zone:
+            continue
+        day_end = day_start(day + timedelta(days=1), zone)
+        for dimension in EVENT_DIMENSIONS:
+            keys = (*values.prop_keys, "nokey")
+            breakdown = Breakdown(
+                dimension, data.draw(st.sampled_from(keys)) if dimension == "prop" else None
+            )
+            extra = data.draw(st.lists(st.sampled_from(metrics_for(breakdown)), unique=True))
+            metrics = tuple(dict.fromkeys(("visitors", "visits", *extra)))
+            start = day_start(day - timedelta(days=data.draw(st.integers(0, 1))), zone)
+            end = data.draw(st.sampled_from((day_end, day_end, until)))
+            interval: Interval | None = data.draw(st.sampled_from((None, "day", "week")))
+            period = Period(start, end, zone)
+            asked.append(Query((site_id,), period, metrics, interval=interval, breakdown=breakdown))
+    return asked
+
+
+def with_straddlers(dataset: Dataset, now: datetime, data: st.DataObject) -> Dataset:
+    """With a roller's clock, one person's visits across its prefix's end: a page, a
+    custom event and a property in one session on both sides of it, then again in a
+    new session after it (the tail's visit and visitor: stats/prefix_events.py). A
+    third of the datasets without a roller's clock get one, a while after some visit's
+    start (the others keep every day rolled whole)."""
+    if dataset.roll_at is None:
+        if data.draw(st.integers(0, 2)):
+            return dataset
+        start = data.draw(st.sampled_from([visit.start for visit in dataset.visits]))
+        roll_at = start + timedelta(minutes=data.draw(st.integers(60, 150)))
+        dataset = replace(dataset, roll_at=roll_at)
+    base = base_of(dataset, now)
+    clock = roller_clock(base, now, dataset.roll_at)
+    until = (clock - roller.ROLL_DELAY).replace(minute=0, second=0, microsecond=0)
+    path = data.draw(st.sampled_from(PATHS))
+    name = data.draw(st.sampled_from(CUSTOM_NAMES))
+    props: Props = {data.draw(st.sampled_from(PROP_KEYS)): data.draw(st.sampled_from(PROP_VALUES))}
+    both = (Step(0, "load", path), Step(30, name, path, props=props))
+    first = Visit(
+        site=data.draw(st.integers(0, len(dataset.zones) - 1)),
+        person=data.draw(st.sampled_from((0, 1, 9))),
+        start=until - base - timedelta(minutes=data.draw(st.integers(1, 19))),
+        referrer_host="",
+        utm=("", "", "", "", ""),
+        steps=(*both, Step(20 * 60, "load", path), Step(30, name, path, props=props)),
+    )
+    again = replace(first, start=first.start + timedelta(minutes=60), steps=both)
+    return replace(dataset, visits=(*dataset.visits, first, again))
+
+
+def note_straddles(raw: Raw, model: ReadModel) -> None:
+    """Statistics: does an open day have a page or custom event on both sides of its
+    prefix's end, in one session, or of one visitor in two sessions?"""
+    for (site_id, day), (zone, until) in model.prefixes.items():
+        start, end = day_start(day, zone), day_start(day + timedelta(days=1), zone)
+        sides: dict[tuple[Any, ...], set[tuple[int, bool]]] = {}
+        for e in raw.events:
+            if e.site_id == site_id and start <= e.received_at < end and e.counted:
+                value = ("page", e.path) if e.is_pageview else ("event", e.name)
+                sides.setdefault((e.visitor_id, value), set()).add(
+                    (e.session_id, e.received_at >= until)
+                )
+        for found in sides.values():
+            if {after for _, after in found} == {False, True}:
+                sessions = {session for session, _ in found}
+                before = {session for session, after in found if not after}
+                after = {session for session, after in found if after}
+                if before & after:
+                    statistic("an open day: one value in one session before and after")
+                if len(sessions) > 1 and after - before:
+                    statistic("an open day: one value of one visitor in two sessions")
 
 
 def segment_usable(model: ReadModel, site_id: int, day: date, segment: str, query: Query) -> bool:
@@ -1140,9 +1266,12 @@ def realtime(raw: Raw, site_ids: Sequence[int], now: datetime, minutes: int) -> 
     )
 
 
-def roller_clock(base: datetime, now: datetime) -> datetime:
+def roller_clock(base: datetime, now: datetime, roll_at: timedelta | None = None) -> datetime:
     """When the roller runs: two days after the dataset's last day (so it rolls the
-    dataset's days, not the months of empty days since), or now."""
+    dataset's days, not the months of empty days since), or now; with `roll_at`, that
+    long after base (or now), so a day of the dataset is its open day."""
+    if roll_at is not None:
+        return min(now, base + roll_at)
     return min(now, base + timedelta(days=SPAN_DAYS + 2))
 
 
@@ -1163,9 +1292,12 @@ def not_due(
     return found
 
 
-async def catch_up(conninfo: str, base: datetime, now: datetime) -> None:
-    """The roller's catch-up, as the server runs it (every due day, in its site's zone)."""
-    report = await roller.catch_up(conninfo, roller_clock(base, now), wait=True)
+async def catch_up(
+    conninfo: str, base: datetime, now: datetime, roll_at: timedelta | None = None
+) -> None:
+    """The roller's catch-up, as the server runs it (every due day, in its site's zone,
+    then the open days' prefixes)."""
+    report = await roller.catch_up(conninfo, roller_clock(base, now, roll_at), wait=True)
     assert not report.failed, report
 
 
@@ -1175,7 +1307,7 @@ def test_rollups_equal_raw_rows_equal_reference(stats_database: str, data: st.Da
     """Every query, before and after the rollups: the fast path, the raw path and the
     reference agree; after rolling, rollup-shaped queries really read the rollups."""
     now = datetime.now(UTC)
-    dataset = data.draw(datasets())
+    dataset = with_straddlers(data.draw(datasets()), now, data)
     ids = write_dataset(stats_database, dataset, now)
     raw = raw_rows(stats_database)
     statistic(f"events written: {min(len(raw.events) // 10 * 10, 50)}+")
@@ -1202,12 +1334,19 @@ def test_rollups_equal_raw_rows_equal_reference(stats_database: str, data: st.Da
                 assert live == realtime(raw, sites, at, minutes), (at, minutes)
             before = await compare(connection, raw, batch, "nothing rolled up")
             assert set(before) == {"raw"}
-            await catch_up(stats_database, base, now)
+            await catch_up(stats_database, base, now, dataset.roll_at)
             model = await read_model(connection)
             # Every day is rolled, unless the write marked it (it ended MARK_AGE ago)
             # before it was due (ROLL_DELAY): the answers then read its raw rows.
-            assert model.stale == not_due(model.stale, dataset.zones, roller_clock(base, now))
+            clock = roller_clock(base, now, dataset.roll_at)
+            assert model.stale == not_due(model.stale, dataset.zones, clock)
+            assert all(key not in model.stale for key in model.prefixes)  # rolled: cleared
             await compare(connection, raw, batch, "rolled up", model=model)
+            # Every open day with a prefix, by an event dimension too (few drawn queries
+            # hold an open day whole, and fewer of them break down by one).
+            opened = open_day_queries(model, values, data)
+            note_straddles(raw, model)
+            await compare(connection, raw, opened, "open days", model=model)
 
     asyncio.run(check())
 
@@ -1239,6 +1378,26 @@ def day_rows(raw: Raw, site_id: int, day: date, zone: str) -> tuple[list[Any], l
     return visits, events
 
 
+def prefix_rows(
+    raw: Raw, site_id: int, day: date, zone: str, until: datetime
+) -> tuple[list[Any], list[int]]:
+    """What a prefix rollup of one local day up to `until` is computed from: the day's
+    visits last seen before `until` and its events received before it."""
+    visits, _ = day_rows(raw, site_id, day, zone)
+    ended = {
+        s.session_id
+        for s in raw.sessions.values()
+        if s.site_id == site_id and s.last_seen_at < until
+    }
+    start = day_start(day, zone)
+    events = sorted(
+        e.event_id
+        for e in raw.events
+        if e.site_id == site_id and e.counted and start <= e.received_at < until
+    )
+    return [visit for visit in visits if visit[0] in ended], events
+
+
 def set_zone(conninfo: str, domain: str, zone: str) -> None:
     """`picolytics site set DOMAIN --timezone ZONE`."""
     with psycopg.connect(conninfo) as connection:
@@ -1267,7 +1426,7 @@ def test_late_writes_mark_their_days_and_stay_exact(
     back = rezone is not None and data.draw(st.booleans())  # set back before a roll
 
     async def check() -> None:
-        await catch_up(stats_database, base, now)
+        await catch_up(stats_database, base, now, dataset.roll_at)
         zones = list(dataset.zones)
         if rezone is not None:
             set_zone(stats_database, DOMAINS[rezone[0]], rezone[1])
@@ -1294,18 +1453,29 @@ def test_late_writes_mark_their_days_and_stay_exact(
                         f"site {site_id}'s day {day}, rolled up in {zone}, changed but is not "
                         f"marked stale (the site is in {zones[site_id - 1]})"
                     )
+            for (site_id, day), (zone, until) in sorted(model.prefixes.items()):
+                if prefix_rows(before, site_id, day, zone, until) != prefix_rows(
+                    after, site_id, day, zone, until
+                ):
+                    statistic("late write into an open day's prefix")
+                    # A zone change drops the site's prefixes: any left are in its zone.
+                    assert zone == zones[site_id - 1] and (site_id, day) in model.stale, (
+                        f"site {site_id}'s open day {day}, its prefix up to {until} rolled "
+                        f"in {zone}, changed but is not marked stale"
+                    )
             values = observed_values(after)
             batch = [
                 data.draw(queries(ids, zones, values, base, now, dataset.zones))
                 for _ in range(QUERIES_PER_DATASET)
             ]
             await compare(connection, after, batch, "after a late write", model=model)
-            await catch_up(stats_database, base, now)
+            await catch_up(stats_database, base, now, dataset.roll_at)
             model = await read_model(connection)
             # Every stale day the roller is due to roll (one with raw rows, in its site's
             # zone, ended ROLL_DELAY ago) is rolled again. A day that ended between
             # MARK_AGE and ROLL_DELAY ago is marked but not due yet: it waits.
-            due = model.stale - not_due(model.stale, zones, roller_clock(base, now))
+            clock = roller_clock(base, now, dataset.roll_at)
+            due = model.stale - not_due(model.stale, zones, clock)
             for site_id, day in due:
                 assert not day_rows(after, site_id, day, zones[site_id - 1])[1], (
                     f"catch-up left site {site_id}'s day {day} stale"

@@ -35,6 +35,7 @@ from picolytics.stats.goal_parts import (
 from picolytics.stats.goals import load_goals
 from picolytics.stats.imported import imported_parts
 from picolytics.stats.periods import day_start, zone
+from picolytics.stats.prefix import Prefix, goal_tails, open_day_parts
 from picolytics.stats.query import Path, Period, Query, Result
 from picolytics.stats.raw import raw_parts
 from picolytics.stats.rollups import rolled_days, rollup_parts, split_period
@@ -113,26 +114,30 @@ async def _answer(connection: Connection, query: Query, use_rollups: bool) -> Re
     whole = (Range(tuple(sorted(set(query.site_ids))), query.period.start, query.period.end),)
     rolled: tuple[tuple[int, date], ...] = ()
     ranges: tuple[Range, ...] = whole
+    prefixes: tuple[Prefix, ...] = ()  # the open day: prefix rollup + raw tail
     if use_rollups and shape.rollups:
         split = await split_period(connection, query, shape)
-        rolled, ranges = split.rolled, split.raw
+        rolled, ranges, prefixes = split.rolled, split.raw, split.prefixes
     parts: list[str] = []
     if shape.dimension == "goal":
         if not goals:  # nothing can complete a goal
             return Result(rows=(), total_rows=0, path="raw", imports=imported.note)
-        rolled, ranges, parts = await _goal_parts(
+        rolled, ranges, prefixes, parts = await _goal_parts(
             connection, query, shape, params,
             goals=goals, whole=whole, rollups=use_rollups and query.filters is None,
         )  # fmt: skip
     else:
-        if rolled:
-            parts += rollup_parts(query, shape, rolled, params)
+        if rolled or prefixes:
+            days = rolled + tuple((p.site_id, p.day) for p in prefixes)
+            parts += rollup_parts(query, shape, days, params)
+        if prefixes:
+            parts += open_day_parts(query, shape, prefixes, params)
         if ranges:
             parts += raw_parts(query, shape, ranges, params)
     parts += imported.parts
     await cursor.execute(statement(query, parts, params), params.values)
     rows, total = decode(query, await cursor.fetchall())
-    path: Path = "mixed" if rolled and ranges else "rollup" if rolled else "raw"
+    path: Path = "mixed" if (rolled and ranges) or prefixes else "rollup" if rolled else "raw"
     return Result(rows=rows, total_rows=total, path=path, imports=imported.note)
 
 
@@ -145,25 +150,30 @@ async def _goal_parts(
     goals: list[Goal],
     whole: tuple[Range, ...],
     rollups: bool,
-) -> tuple[tuple[tuple[int, date], ...], tuple[Range, ...], list[str]]:
+) -> tuple[tuple[tuple[int, date], ...], tuple[Range, ...], tuple[Prefix, ...], list[str]]:
     """A breakdown by goal (stats/goal_parts.py): goals of one rollup row each from the
-    rolled days and raw rows elsewhere, page patterns from raw rows over the `whole`
-    period; the rolled days, the raw ranges and the parts."""
+    rolled days, prefixes and their tails (stats/prefix.py) and raw rows elsewhere, page
+    patterns from raw rows over the `whole` period; the rolled days, the raw ranges,
+    the prefixes and the parts."""
     single = [g for g in goals if rolled_up(g)] if rollups and not shape.hourly else []
     by_pattern = [g for g in goals if g not in single]
     rolled: tuple[tuple[int, date], ...] = ()
     ranges = whole
+    prefixes: tuple[Prefix, ...] = ()
     if single:
         split = await split_period(connection, query, shape)
-        rolled, ranges = split.rolled, split.raw
+        rolled, ranges, prefixes = split.rolled, split.raw, split.prefixes
     parts: list[str] = []
-    if rolled:
-        parts.append(goal_rollup_part(rolled_days(rolled, params), params, single))
+    if rolled or prefixes:
+        days = rolled + tuple((p.site_id, p.day) for p in prefixes)
+        parts.append(goal_rollup_part(rolled_days(days, params), params, single))
+    if prefixes:
+        parts += goal_tails(query, prefixes, params, single)
     if single and ranges:
         parts.append(goal_part(query, shape, ranges, params, single))
     if by_pattern:
         parts.append(goal_part(query, shape, whole, params, by_pattern))
-    return rolled, whole if by_pattern else ranges, parts
+    return rolled, whole if by_pattern else ranges, prefixes, parts
 
 
 async def realtime_visitors(

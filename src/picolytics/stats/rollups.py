@@ -3,11 +3,12 @@ left to the raw path, and the rollup rows as parts of a query (docs/read-model.m
 How it is kept fast).
 
 A day is read from rollups when it is a whole local day of the period, rolled in the
-query's zone, and not stale. The days and their instants come from PostgreSQL
-(`day::timestamp AT TIME ZONE zone`, as storage/rollup_sql.py rolls them), so the
-rolled days and the raw ranges tile the period exactly, whatever the zone database of
-this process says. Both come from one snapshot (stats/engine.py runs every statement
-of a query in one REPEATABLE READ transaction).
+query's zone, and not stale; the open day, from its prefix rollup and a raw tail,
+when it has one and the query may (stats/prefix.py). The days and their instants
+come from PostgreSQL (`day::timestamp AT TIME ZONE zone`, as storage/rollup_sql.py
+rolls them), so the rolled days and the raw ranges tile the period exactly, whatever
+the zone database of this process says. Both come from one snapshot (stats/engine.py
+runs every statement of a query in one REPEATABLE READ transaction).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from picolytics.stats.filters import value_condition
+from picolytics.stats.prefix import Prefix, prefix_shaped, usable_prefixes
 from picolytics.stats.query import Query
 from picolytics.stats.shape import Shape
 from picolytics.stats.sql import COMPONENTS, Params, Range, part
@@ -52,10 +54,11 @@ ORDER BY d.site_id, d.day
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    """A period cut into rolled (site, day) pairs and raw time ranges."""
+    """A period cut into rolled (site, day) pairs, prefixed days and raw time ranges."""
 
     rolled: tuple[tuple[int, date], ...]
     raw: tuple[Range, ...]
+    prefixes: tuple[Prefix, ...] = ()
 
 
 async def split_period(
@@ -83,13 +86,19 @@ async def split_period(
     for site_id, day, day_start, day_end in await cursor.fetchall():
         rolled.append((site_id, day))
         covered[site_id].append((day_start, day_end))
+    prefixes: tuple[Prefix, ...] = ()
+    if prefix_shaped(query, shape) and not campaigns:
+        prefixes = await usable_prefixes(connection, query, sites)
+        for prefix in prefixes:
+            covered[prefix.site_id].append((prefix.start, prefix.end))
+            covered[prefix.site_id].sort()
     # Sites with the same gaps share one condition of the raw path.
     gaps: dict[tuple[datetime, datetime], list[int]] = defaultdict(list)
     for site_id in sites:
         for gap in _gaps(period.start, period.end, covered[site_id]):
             gaps[gap].append(site_id)
     raw = tuple(Range(tuple(ids), start, end) for (start, end), ids in sorted(gaps.items()))
-    return Split(tuple(rolled), raw)
+    return Split(tuple(rolled), raw, prefixes)
 
 
 def _gaps(

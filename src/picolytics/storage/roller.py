@@ -40,6 +40,12 @@ from psycopg import AsyncConnection
 from picolytics.errors import RollupError, RollupOptionError, first_line
 from picolytics.storage.pipeline import WRITE_TIMEOUT_S
 from picolytics.storage.rollup import roll_day
+from picolytics.storage.rollup_prefix import (
+    clear_prefixes,
+    due_prefixes,
+    prefix_until,
+    roll_prefix,
+)
 from picolytics.storage.writer import MARK_AGE
 
 log = logging.getLogger(__name__)
@@ -68,12 +74,22 @@ UNLOCK = "SELECT pg_advisory_unlock(%s::bigint)"
 CLOSED_BEFORE = "SELECT coalesce(%s::timestamptz, now()) - %s::interval"
 SITE_ID = "SELECT site_id FROM sites WHERE domain = %s"
 
-# Per site with raw events: its zone, its first raw day and raw horizon (the oldest
-# event, found by the primary key: one short index scan per partition), and the last
-# local day closed before %(closed_before)s, within [%(first)s, %(last)s] when given.
-# Only the sites with a day of that span not rolled up in their zone are walked day by
-# day; the others contribute their stale days alone, so a round over a long, fully
-# rolled history costs one pass over rollup_days. For each day: whether it is rolled
+# The sites (one, or all) and each one's oldest raw event, found by the primary key:
+# one short index scan per partition (on Citus, in the site's shard).
+SITE_IDS = """
+SELECT site_id FROM sites
+WHERE %(site_id)s::integer IS NULL OR site_id = %(site_id)s::integer
+ORDER BY site_id
+"""
+FIRST_EVENT = "SELECT received_at FROM events WHERE site_id = %s ORDER BY received_at LIMIT 1"
+
+# For the site %(site_id)s, whose oldest raw event is %(first_at)s: its zone, its first
+# raw day and raw horizon, and the last local day closed before %(closed_before)s,
+# within [%(first)s, %(last)s] when given. Every distributed table is read by the site
+# itself, not through the CTE, so that Citus routes the statement to the site's shard.
+# Only a site with a day of that span not rolled up in its zone is walked day by day;
+# otherwise it contributes its stale days alone, so a round over a long, fully rolled
+# history costs one pass over the site's rollup_days. For each day: whether it is rolled
 # up, stale, in which zone, whether it starts at or after the horizon, and (only for a
 # rolled day that might be replaced) whether replacing it loses nothing: it still has
 # raw events, or its rollup counts nothing anyway.
@@ -87,15 +103,13 @@ WITH site AS (
            least((%(closed_before)s::timestamptz AT TIME ZONE s.timezone)::date - 1,
                  %(last)s::date) AS last_day
     FROM sites s
-    CROSS JOIN LATERAL (
-        SELECT received_at AS first_at FROM events e
-        WHERE e.site_id = s.site_id ORDER BY received_at LIMIT 1
-    ) f
-    WHERE %(site_id)s::integer IS NULL OR s.site_id = %(site_id)s::integer
+    CROSS JOIN (SELECT %(first_at)s::timestamptz AS first_at) f
+    WHERE s.site_id = %(site_id)s::integer
 ), rolled AS (
     SELECT r.site_id, count(*) AS days
     FROM rollup_days r JOIN site ON site.site_id = r.site_id
-    WHERE r.day BETWEEN site.first_day AND site.last_day AND r.timezone = site.timezone
+    WHERE r.site_id = %(site_id)s::integer
+      AND r.day BETWEEN site.first_day AND site.last_day AND r.timezone = site.timezone
     GROUP BY r.site_id
 ), walked AS (
     SELECT site.* FROM site LEFT JOIN rolled USING (site_id)
@@ -106,7 +120,7 @@ WITH site AS (
     UNION
     SELECT site.*, st.day
     FROM site JOIN rollup_stale st
-      ON st.site_id = site.site_id AND st.day BETWEEN site.first_day AND site.last_day
+      ON st.site_id = %(site_id)s::integer AND st.day BETWEEN site.first_day AND site.last_day
 )
 SELECT sp.site_id, sp.domain, sp.timezone, sp.day,
        r.day IS NOT NULL AS rolled,
@@ -117,20 +131,20 @@ SELECT sp.site_id, sp.domain, sp.timezone, sp.day,
                  AND (%(every)s OR r.timezone <> sp.timezone)
             THEN EXISTS (
                 SELECT 1 FROM events e
-                WHERE e.site_id = sp.site_id
+                WHERE e.site_id = %(site_id)s::integer
                   AND e.received_at >= (sp.day::timestamp AT TIME ZONE sp.timezone)
                   AND e.received_at < ((sp.day + 1)::timestamp AT TIME ZONE sp.timezone))
               OR NOT EXISTS (SELECT 1 FROM rollup_visits v
-                             WHERE v.site_id = sp.site_id AND v.day = sp.day)
+                             WHERE v.site_id = %(site_id)s::integer AND v.day = sp.day)
                  AND NOT EXISTS (SELECT 1 FROM rollup_events v
-                                 WHERE v.site_id = sp.site_id AND v.day = sp.day)
+                                 WHERE v.site_id = %(site_id)s::integer AND v.day = sp.day)
        END AS replaceable
 FROM span sp
-LEFT JOIN rollup_days r ON r.site_id = sp.site_id AND r.day = sp.day
-LEFT JOIN rollup_stale st ON st.site_id = sp.site_id AND st.day = sp.day
+LEFT JOIN rollup_days r ON r.site_id = %(site_id)s::integer AND r.day = sp.day
+LEFT JOIN rollup_stale st ON st.site_id = %(site_id)s::integer AND st.day = sp.day
 WHERE (%(every)s OR r.day IS NULL OR st.day IS NOT NULL OR r.timezone <> sp.timezone)
   AND ((sp.day + 1)::timestamp AT TIME ZONE sp.timezone) <= %(closed_before)s::timestamptz
-ORDER BY sp.day, sp.site_id
+ORDER BY sp.day
 """
 
 # Rolled-up days of a rebuild's range before their site's first raw day (all raw rows
@@ -185,6 +199,7 @@ class RollupReport:
     first: date | None = None  # the first and last day rolled
     last: date | None = None
     failed: tuple[str, ...] = ()  # "domain day: error" of days that could not be rolled
+    prefixes: int = 0  # open days whose prefix was rolled (storage/rollup_prefix.py)
 
 
 @dataclass(frozen=True)
@@ -225,15 +240,30 @@ async def _rows(
     first: date | None = None,
     last: date | None = None,
 ) -> list[_Row]:
-    params = {
-        "closed_before": closed_before,
-        "every": every,
-        "site_id": site_id,
-        "first": first,
-        "last": last,
-    }
-    cursor = await connection.execute(DAYS, params)
-    return [_Row(*row) for row in await cursor.fetchall()]
+    """The rows of DAYS, site by site (one statement per site: on Citus, each stays in
+    one shard), oldest day first across the sites."""
+    rows: list[_Row] = []
+    for site in await _site_ids(connection, site_id):
+        cursor = await connection.execute(FIRST_EVENT, (site,))
+        found = await cursor.fetchone()
+        if found is None:
+            continue  # no raw events: nothing to roll
+        params = {
+            "closed_before": closed_before,
+            "every": every,
+            "site_id": site,
+            "first_at": found[0],
+            "first": first,
+            "last": last,
+        }
+        cursor = await connection.execute(DAYS, params)
+        rows.extend(_Row(*row) for row in await cursor.fetchall())
+    return sorted(rows, key=lambda row: (row.day, row.site_id))
+
+
+async def _site_ids(connection: Connection, site_id: int | None) -> list[int]:
+    cursor = await connection.execute(SITE_IDS, {"site_id": site_id})
+    return [int(row[0]) for row in await cursor.fetchall()]
 
 
 async def _closed_before(connection: Connection, now: datetime | None) -> datetime:
@@ -303,6 +333,39 @@ async def _roll(
     )
 
 
+async def _roll_prefixes(
+    connection: Connection,
+    closed_before: datetime,
+    report: RollupReport,
+    *,
+    site_id: int | None = None,
+    every: bool = False,
+) -> RollupReport:
+    """After the days: the prefix of each site's open day, up to the last hour boundary
+    before `closed_before`, where it is missing, behind or stale (`every`: all)."""
+    until = await prefix_until(connection, closed_before)
+    rolled = 0
+    failed = list(report.failed)
+    # Site by site, so that on Citus each statement stays in one site's shard.
+    pending = [
+        found
+        for site in await _site_ids(connection, site_id)
+        for found in await due_prefixes(connection, until, site_id=site, every=every)
+    ]
+    for due in pending:
+        try:
+            await roll_prefix(connection, due.site_id, due.day, due.timezone, until)
+        except psycopg.Error as error:
+            if connection.broken or connection.closed:
+                raise
+            failed.append(f"{due.domain} {due.day} (open day): {first_line(error)}")
+            log.warning("rollup of %s's open day %s failed: %s", due.domain, due.day, error)
+        else:
+            rolled += 1
+            log.debug("rollup: rolled %s's open day %s up to %s", due.domain, due.day, until)
+    return replace(report, prefixes=rolled, failed=tuple(failed))
+
+
 async def _with_connection(
     target: Connection | str, work: Callable[[Connection], Awaitable[RollupReport]], what: str
 ) -> RollupReport:
@@ -362,7 +425,9 @@ async def catch_up(
 
     async def work(connection: Connection) -> RollupReport:
         async def locked() -> RollupReport:
-            return await _roll(connection, await due_days(connection, now), progress, False)
+            report = await _roll(connection, await due_days(connection, now), progress, False)
+            closed_before = await _closed_before(connection, now)
+            return await _roll_prefixes(connection, closed_before, report)
 
         return await _locked(connection, wait, on_wait, locked)
 
@@ -420,7 +485,11 @@ async def rebuild(
             counted = await cursor.fetchone()
             kept = len(rows) - len(days) + (int(counted[0]) if counted else 0)
             await _clear(connection, days)
+            await clear_prefixes(connection, site_id, first, last)
             report = await _roll(connection, days, progress, True)
+            report = await _roll_prefixes(
+                connection, closed_before, report, site_id=site_id, every=True
+            )
             return replace(report, kept=kept)
 
         return await _locked(connection, wait, on_wait, locked)

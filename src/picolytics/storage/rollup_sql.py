@@ -63,7 +63,9 @@ def _visit_values() -> str:
     return ",\n           ".join(rows)
 
 
-ROLL_VISITS: Final = f"""
+def roll_visits(visits: str) -> str:
+    """The INSERT of rollup_visits rows over the visits `s` the condition `visits` keeps."""
+    return f"""
 INSERT INTO rollup_visits (site_id, day, dimension, parent, value,
                            visitors, visits, bounces, duration_s, pageviews)
 SELECT %(site_id)s, %(day)s, d.dimension, d.parent, d.value,
@@ -73,13 +75,19 @@ FROM sessions s
 CROSS JOIN LATERAL (
     VALUES {_visit_values()}
 ) AS d (dimension, parent, value)
-WHERE {VISITS_OF_DAY}
+WHERE {visits}
 GROUP BY d.dimension, d.parent, d.value
 """
 
+
+ROLL_VISITS: Final = roll_visits(VISITS_OF_DAY)
+
+
 # 'prop' rows: every key and value of a custom event's props, objects only
 # (jsonb_each_text raises on anything else); a JSON null has no text and no row.
-ROLL_EVENTS: Final = f"""
+def roll_events(events: str) -> str:
+    """The INSERT of rollup_events rows over the events `e` the condition `events` keeps."""
+    return f"""
 INSERT INTO rollup_events (site_id, day, dimension, parent, value,
                            visitors, visits, pageviews, events)
 SELECT %(site_id)s, %(day)s, d.dimension, d.parent, d.value,
@@ -97,12 +105,18 @@ CROSS JOIN LATERAL (
     FROM jsonb_each_text(CASE WHEN jsonb_typeof(e.props) = 'object' THEN e.props END) AS p
     WHERE {EVENT_ROWS["event"]} AND p.value IS NOT NULL
 ) AS d (dimension, parent, value)
-WHERE {EVENTS_OF_DAY}
+WHERE {events}
 GROUP BY d.dimension, d.parent, d.value
 """
 
+
+ROLL_EVENTS: Final = roll_events(EVENTS_OF_DAY)
+
+
 # Local wall-clock hours: when clocks go back, the repeated hour is one row.
-ROLL_HOURS: Final = f"""
+def roll_hours(visits: str, events: str) -> str:
+    """The INSERT of rollup_hours rows over the visits and events the conditions keep."""
+    return f"""
 INSERT INTO rollup_hours (site_id, hour, visitors, visits, bounces, duration_s,
                           session_pageviews, pageviews, events)
 SELECT %(site_id)s, hour, coalesce(v.visitors, 0), coalesce(v.visits, 0),
@@ -113,15 +127,21 @@ FROM (SELECT date_trunc('hour', s.started_at AT TIME ZONE %(timezone)s) AS hour,
              count(*) FILTER (WHERE s.bounce) AS bounces, sum(s.duration_s) AS duration_s,
              sum(s.pageviews) AS session_pageviews
       FROM sessions s
-      WHERE {VISITS_OF_DAY}
+      WHERE {visits}
       GROUP BY 1) v
 FULL JOIN (SELECT date_trunc('hour', e.received_at AT TIME ZONE %(timezone)s) AS hour,
                   count(*) FILTER (WHERE {EVENT_ROWS["page"]}) AS pageviews,
                   count(*) AS events
            FROM events e
-           WHERE {EVENTS_OF_DAY} AND {COUNTED}
+           WHERE {events} AND {COUNTED}
            GROUP BY 1) ev USING (hour)
 """
+
+
+ROLL_HOURS: Final = roll_hours(VISITS_OF_DAY, EVENTS_OF_DAY)
+
+# A day rolled whole has no prefix any more (storage/rollup_prefix.py).
+DROP_PREFIX: Final = "DELETE FROM rollup_prefix WHERE site_id = %(site_id)s AND day = %(day)s"
 
 MARK_ROLLED: Final = """
 INSERT INTO rollup_days (site_id, day, timezone, rolled_at, campaigns)
@@ -142,6 +162,7 @@ ROLL_DAY: Final = (
     ROLL_VISITS,
     ROLL_EVENTS,
     ROLL_HOURS,
+    DROP_PREFIX,
     MARK_ROLLED,
 )
 # The segment rollups' statements follow (storage/rollup_segments_sql.py).

@@ -33,10 +33,13 @@ SELECT to_regclass('sites') IS NOT NULL,
 # Imported history (migration 0014, docs/imports.md).
 HAS_IMPORTS = "SELECT to_regclass('imports') IS NOT NULL"
 
-# Per site: its zone, the first and last local day with raw rows (visits and events,
-# each found by an index: one short scan per site) or rollups, and its rolled-up days
-# by how a query can use them.
-LIST_SITES = """
+# Per site (%(site)s): its zone, the first and last local day with raw rows (visits
+# and events, each found by an index: one short scan) or rollups, and its rolled-up
+# days by how a query can use them. One statement per site, each distributed table
+# read by the site itself: Citus refuses subqueries correlated to its reference table
+# sites, and routes this one to the site's shard.
+SITE_IDS = "SELECT site_id FROM sites ORDER BY site_id"
+LIST_SITE = """
 SELECT s.domain, s.timezone,
        least((raw.first_at AT TIME ZONE s.timezone)::date, rolled.first_day) AS first_day,
        greatest((raw.last_at AT TIME ZONE s.timezone)::date, rolled.last_day) AS last_day,
@@ -46,13 +49,13 @@ SELECT s.domain, s.timezone,
 FROM sites s
 CROSS JOIN LATERAL (
     SELECT least((SELECT started_at FROM sessions
-                  WHERE site_id = s.site_id ORDER BY started_at LIMIT 1),
+                  WHERE site_id = %(site)s ORDER BY started_at LIMIT 1),
                  (SELECT received_at FROM events
-                  WHERE site_id = s.site_id ORDER BY received_at LIMIT 1)) AS first_at,
+                  WHERE site_id = %(site)s ORDER BY received_at LIMIT 1)) AS first_at,
            greatest((SELECT last_seen_at FROM sessions
-                     WHERE site_id = s.site_id ORDER BY last_seen_at DESC LIMIT 1),
+                     WHERE site_id = %(site)s ORDER BY last_seen_at DESC LIMIT 1),
                     (SELECT received_at FROM events
-                     WHERE site_id = s.site_id ORDER BY received_at DESC LIMIT 1)) AS last_at
+                     WHERE site_id = %(site)s ORDER BY received_at DESC LIMIT 1)) AS last_at
 ) raw
 LEFT JOIN LATERAL (
     SELECT min(d.day) AS first_day, max(d.day) AS last_day,
@@ -61,9 +64,9 @@ LEFT JOIN LATERAL (
            count(*) FILTER (WHERE d.timezone <> s.timezone) AS other_zone
     FROM rollup_days d
     LEFT JOIN rollup_stale st ON st.site_id = d.site_id AND st.day = d.day
-    WHERE d.site_id = s.site_id
+    WHERE d.site_id = %(site)s
 ) rolled ON true
-ORDER BY s.site_id
+WHERE s.site_id = %(site)s
 """
 
 SELECT_SITE = "SELECT site_id, timezone FROM sites WHERE domain = %s FOR UPDATE"
@@ -173,7 +176,11 @@ def list_sites(connection: Connection) -> list[SiteSummary]:
     """Every site, in the order they were first seen."""
     with connection.transaction():
         _check_schema(connection)
-        sites = [SiteSummary(*row) for row in connection.execute(LIST_SITES)]
+        sites = [
+            SiteSummary(*row)
+            for (site_id,) in connection.execute(SITE_IDS).fetchall()
+            for row in connection.execute(LIST_SITE, {"site": site_id})
+        ]
         row = connection.execute(HAS_IMPORTS).fetchone()
         if not (row and row[0]):
             return sites

@@ -95,6 +95,10 @@ DISABLE_NESTED_LOOPS = "SET enable_nestloop = off"
 # large as that allows, so the ordinary stragglers (a batch in flight at midnight, a
 # short outage's backlog, a visit that goes on past midnight) mark nothing: their day
 # is not rolled yet anyway. Both clocks are the database's (now()), never a server's.
+# An open day's prefix (storage/rollup_prefix.py) holds the rows older than an hour
+# boundary ROLL_DELAY old, so the same margin covers it: a batch also marks the day of
+# an event received, or of a visit whose previous last_seen_at was, more than MARK_AGE
+# before its transaction began, whether or not that day has ended.
 MARK_AGE = timedelta(minutes=45)
 _MARK_AGE = f"interval '{int(MARK_AGE.total_seconds())} seconds'"
 
@@ -103,9 +107,10 @@ _MARK_AGE = f"interval '{int(MARK_AGE.total_seconds())} seconds'"
 # Returns the number of sessions opened (rows inserted rather than updated).
 # `marked` inserts the late-write marks: the local days of the new events' receipt
 # and of the changed visits' start (before and after this batch: a late event may
-# move a visit's start to an earlier day). A subquery in RETURNING reads the
-# statement's snapshot, so it sees a visit's start as it was before this statement;
-# it only runs for the rare visit that started before MARK_AGE ago. Recent rows are
+# move a visit's start to an earlier day). `previous` reads the statement's snapshot,
+# so it sees a batch's visits as they were before this statement; by primary key, and
+# only those that started before MARK_AGE ago. (Not a subquery in RETURNING: Citus
+# runs RETURNING on the shard, where a query of `sessions` is refused.) Recent rows are
 # filtered out on their time alone, so the common batch costs one comparison a row;
 # late ones are grouped by minute (zone offsets are whole minutes, so a local day never
 # starts inside one) before each site's zone is looked up, once per site and minute
@@ -119,6 +124,10 @@ WITH inserted AS (
     FROM picolytics_staging
     ON CONFLICT DO NOTHING
     RETURNING site_id, received_at, event_id
+), previous AS (
+    SELECT site_id, session_id, started_at, last_seen_at FROM sessions
+    WHERE site_id = ANY(%(sites)s::integer[]) AND session_id = ANY(%(sessions)s::bigint[])
+      AND started_at < now() - {_MARK_AGE}
 ), fresh AS (
     SELECT s.* FROM picolytics_staging s JOIN inserted USING (site_id, received_at, event_id)
 ), totals AS (
@@ -158,29 +167,36 @@ ON CONFLICT (site_id, session_id) DO UPDATE SET
                       THEN EXCLUDED.entry_path ELSE s.entry_path END,
     exit_path = CASE WHEN EXCLUDED.exit_path <> '' AND EXCLUDED.last_seen_at >= s.last_seen_at
                      THEN EXCLUDED.exit_path ELSE s.exit_path END
-RETURNING xmax = 0 AS opened, s.site_id, s.started_at,
-    CASE WHEN xmax <> 0 AND s.started_at < now() - {_MARK_AGE} THEN
-        (SELECT p.started_at FROM sessions p
-         WHERE p.site_id = s.site_id AND p.session_id = s.session_id)
-    END AS previous_started_at
-), late (site_id, at) AS (
-    SELECT site_id, received_at FROM inserted WHERE received_at < now() - {_MARK_AGE}
+RETURNING xmax = 0 AS opened, s.site_id, s.session_id, s.started_at
+), late AS (  -- column names in the SELECT: Citus loses a CTE's column list
+    -- any_day: the write may change an open day's prefix (storage/rollup_prefix.py),
+    -- so its day is marked even if it has not ended: an event received, or a visit
+    -- extended that was last seen, before MARK_AGE ago.
+    SELECT site_id, received_at AS at, true AS any_day FROM inserted
+    WHERE received_at < now() - {_MARK_AGE}
     UNION ALL
-    SELECT site_id, started_at FROM upserted WHERE started_at < now() - {_MARK_AGE}
+    SELECT u.site_id, u.started_at, p.last_seen_at < now() - {_MARK_AGE}
+    FROM upserted u LEFT JOIN previous p
+         ON NOT u.opened AND p.site_id = u.site_id AND p.session_id = u.session_id
+    WHERE u.started_at < now() - {_MARK_AGE}
     UNION ALL
-    SELECT site_id, previous_started_at FROM upserted
-    WHERE previous_started_at < now() - {_MARK_AGE}
+    SELECT p.site_id, p.started_at, p.last_seen_at < now() - {_MARK_AGE}
+    FROM upserted u JOIN previous p
+         ON NOT u.opened AND p.site_id = u.site_id AND p.session_id = u.session_id
+    WHERE p.started_at < now() - {_MARK_AGE}
 ), late_minutes AS (
-    SELECT DISTINCT site_id, date_trunc('minute', at) AS at FROM late
+    SELECT site_id, date_trunc('minute', at) AS at, bool_or(any_day) AS any_day
+    FROM late GROUP BY 1, 2
 ), late_days AS (
-    SELECT DISTINCT site_id, (at AT TIME ZONE zone)::date AS day, zone
-    FROM (SELECT site_id, at,
+    SELECT site_id, (at AT TIME ZONE zone)::date AS day, zone, bool_or(any_day) AS any_day
+    FROM (SELECT site_id, at, any_day,
                  (SELECT timezone FROM sites z WHERE z.site_id = m.site_id) AS zone
           FROM late_minutes m OFFSET 0) AS zoned
+    GROUP BY 1, 2, 3
 ), marked AS (
     INSERT INTO rollup_stale (site_id, day)
     SELECT site_id, day FROM late_days
-    WHERE ((day + 1)::timestamp AT TIME ZONE zone) < now() - {_MARK_AGE}
+    WHERE any_day OR ((day + 1)::timestamp AT TIME ZONE zone) < now() - {_MARK_AGE}
     ORDER BY site_id, day
     -- DO UPDATE, not DO NOTHING: it locks a mark that is already there, so a roller
     -- clearing that mark waits for this batch to commit and then reads its rows.
@@ -276,7 +292,13 @@ async def _write_in_transaction(
                 copy.set_types(STAGING_TYPES)
                 for row in assigned:
                     await copy.write_row(_staging_row(*row))
-            cursor = await connection.execute(INSERT_EVENTS_AND_SESSIONS)
+            cursor = await connection.execute(
+                INSERT_EVENTS_AND_SESSIONS,
+                {
+                    "sites": sorted({row[0] for row in assigned}),
+                    "sessions": sorted({row[2] for row in assigned}),
+                },
+            )
             counted = await cursor.fetchone()
             opened = cast(int, counted[0]) if counted else 0
         if bots:
