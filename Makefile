@@ -41,6 +41,12 @@ bench: $(STAMP)
 bench-query: $(STAMP)
 	$(BIN)/python scripts/bench_query.py $(ARGS)
 
+# picolytics on a local Citus cluster (coordinator + 2 workers) beside one PostgreSQL,
+# side by side; needs PICOLYTICS_CITUS_BIN (.ci/run's build). ARGS="--events 1M".
+.PHONY: bench-citus
+bench-citus: $(STAMP)
+	$(BIN)/python scripts/bench_citus.py $(ARGS)
+
 # The dashboard in Chromium on a bench_query database (README, Performance); ARGS="--data-dir DIR".
 bench-dashboard: $(STAMP)
 	$(BIN)/python scripts/bench_dashboard.py $(ARGS)

@@ -10,4 +10,4 @@ import pytest
 # Plain `assert`s in the helpers report their values, as they do in the tests.
 pytest.register_assert_rewrite("helpers")
 
-pytest_plugins = ["helpers.database"]
+pytest_plugins = ["helpers.database", "helpers.citus"]

@@ -179,11 +179,6 @@ class BackupError(PicolyticsError):
     """`picolytics backup` could not find or run pg_dump, or pg_dump failed."""
 
 
-class ReadDatabaseError(PicolyticsError):
-    """The read connection (PGREADCONNSTRING) reaches a database without picolytics'
-    schema; the message names the setting."""
-
-
 class ImportFileError(PicolyticsError):
     """A file to import (docs/imports.md) is malformed or not of the format: names the
     file, and where known the line and the column, as `FILE line N, column NAME: reason`.
@@ -208,3 +203,13 @@ class ImportOptionError(PicolyticsError):
 class ImportStoreError(PicolyticsError):
     """`picolytics import` or `export` could not read or change the database (refused,
     gone away, schema too old); nothing was changed."""
+
+
+class ReadDatabaseError(PicolyticsError):
+    """The read connection (PGREADCONNSTRING) reaches a database without picolytics'
+    schema; the message names the setting."""
+
+
+class CitusPlanError(PicolyticsError):
+    """On a Citus database, a table could not be made the reference or distributed table
+    picolytics' plan wants (storage/citus.py); the message names the table."""

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Final
 
@@ -44,17 +44,18 @@ Work = Callable[[Connection], Awaitable[Response]]
 DATABASE_DOWN: Final = "The database is unavailable; please try again later."
 BUSY: Final = "The server is busy answering other queries; please try again in a moment."
 GONE: Final = 499  # the client went away: nobody reads this status
-# The site, its zone, and its first local day of stats: the first rolled-up day or
-# the day of its oldest event, whichever is older (rollups outlive pruned raw rows).
-SELECT_SITE: Final = """
-SELECT s.site_id, s.domain, s.timezone,
-       least((SELECT min(r.day) FROM rollup_days r WHERE r.site_id = s.site_id),
-             (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
-              WHERE e.site_id = s.site_id ORDER BY e.received_at LIMIT 1)) AS first_day
-FROM sites s WHERE s.domain = %s
-"""
-# The same without the first day, which v1 does not need (it costs two lookups).
+# The site and its zone.
 SELECT_SITE_ONLY: Final = "SELECT site_id, domain, timezone, NULL FROM sites WHERE domain = %s"
+# Its first local day of stats (v1 does not need it: it costs two lookups): the first
+# rolled-up day or the day of its oldest event, whichever is older (rollups outlive
+# pruned raw rows). By the site's id, not correlated to sites: Citus refuses subqueries
+# correlated to its reference table sites, and routes this to the site's shard.
+SELECT_FIRST_DAY: Final = """
+SELECT least((SELECT min(r.day) FROM rollup_days r WHERE r.site_id = %(site)s),
+             (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
+              WHERE e.site_id = %(site)s ORDER BY e.received_at LIMIT 1))
+FROM sites s WHERE s.site_id = %(site)s
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +79,16 @@ async def find_site(
     authorize_site(who, domain)
     row = None
     if "\x00" not in domain:  # PostgreSQL's text cannot hold it: no such site
-        select = SELECT_SITE if first_day else SELECT_SITE_ONLY
-        cursor = await connection.execute(select, (normalise_domain(domain),))
+        cursor = await connection.execute(SELECT_SITE_ONLY, (normalise_domain(domain),))
         row = await cursor.fetchone()
     if row is None:  # the same answer as a site outside the key's scope
         raise ApiAuthError(401, INVALID_KEY)
-    return Site(int(row[0]), str(row[1]), str(row[2]), row[3])
+    site = Site(int(row[0]), str(row[1]), str(row[2]), None)
+    if first_day:
+        cursor = await connection.execute(SELECT_FIRST_DAY, {"site": site.site_id})
+        found = await cursor.fetchone()
+        site = replace(site, first_day=found[0] if found else None)
+    return site
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -34,7 +34,7 @@ from picolytics.serve.limits import ServerLimits
 from picolytics.serve.server import Listener, run
 from picolytics.serve.supervisor import serve_workers
 from picolytics.stats import periods as stats_periods
-from picolytics.storage import migrate, prune, roller, sites_admin
+from picolytics.storage import citus, migrate, prune, roller, sites_admin
 from picolytics.storage.database import database_conninfo
 from picolytics.storage.read_database import check_read_database, reads_conninfo
 from picolytics.text import normalise_domain
@@ -136,6 +136,7 @@ def migrate_command(ctx: click.Context, check: bool) -> None:
     config = config_of(ctx)
     with database_conninfo(config) as conninfo:
         if check:
+            click.echo(f"database: {citus.mode_of(conninfo)}")
             waiting = migrate.pending(conninfo)
             for migration in waiting:
                 click.echo(f"pending: {migration}")

@@ -48,10 +48,16 @@ from picolytics.dashboard.shared import GATE_ROUTE, shared_view
 HOME: Final = "/dashboard/"
 SHARE_ROUTE: Final = "/share/{token}"
 # Each site's zone, and whether it has imported days (the page's "Include imported
-# data" toggle is shown for those only).
-_HAS_IMPORTS: Final = "EXISTS (SELECT FROM imported_days d WHERE d.site_id = s.site_id)"
-SELECT_SITES: Final = f"SELECT s.domain, s.timezone, {_HAS_IMPORTS} FROM sites s ORDER BY 1"
-SELECT_ZONE: Final = f"SELECT s.timezone, {_HAS_IMPORTS} FROM sites s WHERE s.site_id = %s"
+# data" toggle is shown for those only). Not a subquery correlated to sites: Citus
+# refuses those from its reference table sites to the distributed imported_days.
+SELECT_SITES: Final = """
+SELECT s.domain, s.timezone, s.site_id IN (SELECT d.site_id FROM imported_days d)
+FROM sites s ORDER BY 1
+"""
+SELECT_ZONE: Final = """
+SELECT s.timezone, EXISTS (SELECT FROM imported_days d WHERE d.site_id = %(site)s)
+FROM sites s WHERE s.site_id = %(site)s
+"""
 SCRIPTS: Final = ("vendor/uPlot.iife.min.js",)
 MODULE: Final = "dashboard.js"
 STYLES: Final = ("vendor/uPlot.min.css", "dashboard.css")
@@ -213,7 +219,7 @@ class DashboardPages:
                 view = await shared_view(request, connection, token)
                 zone = None
                 if view is not None and view.unlocked:
-                    cursor = await connection.execute(SELECT_ZONE, (view.share.site_id,))
+                    cursor = await connection.execute(SELECT_ZONE, {"site": view.share.site_id})
                     zone = await cursor.fetchone()
         except psycopg.Error:
             return _unavailable()

@@ -36,7 +36,7 @@ from picolytics.errors import ImportOptionError
 from picolytics.imports.tables import COLUMNS, TABLES, TEXT_COLUMNS, TableName, header
 from picolytics.stats import engine, periods
 from picolytics.stats.query import And, Breakdown, Condition, Filter, Query, Row
-from picolytics.storage.imported_days import FIRST_NATIVE_DAY, LOCAL_TODAY
+from picolytics.storage.imported_days import SELECT_CUT
 
 Connection = AsyncConnection[Any]
 Progress = Callable[[int, int], None]
@@ -89,10 +89,7 @@ class ExportSite:
     today: date  # local
 
 
-SELECT_SITE: Final = f"""
-SELECT s.site_id, s.domain, s.timezone, {FIRST_NATIVE_DAY}, {LOCAL_TODAY}
-FROM sites s WHERE s.domain = %s
-"""
+SELECT_SITE: Final = "SELECT site_id, domain, timezone FROM sites WHERE domain = %s"
 
 
 async def find_site(connection: Connection, domain: str) -> ExportSite:
@@ -100,9 +97,13 @@ async def find_site(connection: Connection, domain: str) -> ExportSite:
     async with connection.transaction():
         cursor = await connection.execute(SELECT_SITE, (domain,))
         row = await cursor.fetchone()
-    if row is None:
-        raise ImportOptionError(f"--site: no site {domain!r} in the database")
-    return ExportSite(*row)
+        if row is None:
+            raise ImportOptionError(f"--site: no site {domain!r} in the database")
+        # Its cut by id, a statement of its own (on Citus, in the site's shard).
+        cursor = await connection.execute(SELECT_CUT, {"site": row[0]})
+        cut = await cursor.fetchone()
+        assert cut is not None  # the site exists
+    return ExportSite(*row, *cut)
 
 
 def file_name(table: TableName, first: date, last: date) -> str:

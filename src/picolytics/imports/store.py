@@ -150,7 +150,7 @@ def _replace(connection: Connection, site_id: int, days: list[date]) -> tuple[in
 def _store(connection: Connection, domain: str, batch: ImportBatch, dry_run: bool) -> ImportSummary:
     _check_schema(connection)
     site_id, created = _site(connection, domain)
-    found = connection.execute(SELECT_CUT, (site_id,)).fetchone()
+    found = connection.execute(SELECT_CUT, {"site": site_id}).fetchone()
     assert found is not None  # the site is locked
     cut = _Cut(*found)
     kept: dict[TableName, list[ImportedRow]] = {}

@@ -22,6 +22,7 @@ from psycopg.rows import tuple_row
 from picolytics.stats.imported_plan import plan
 from picolytics.stats.imported_sql import (
     HAS_IMPORTS,
+    SITE_FIRST_NATIVE_DAY,
     USABLE_DAYS,
     UsableDay,
     goal_parts,
@@ -54,9 +55,21 @@ async def _usable(
 ) -> tuple[list[int], list[UsableDay]]:
     sites = sorted(set(site_ids))
     cursor = connection.cursor(row_factory=tuple_row)
+    # Site by site (on Citus, each in its shard), then the days of all of them at once.
+    first_days = []
+    for site in sites:
+        await cursor.execute(SITE_FIRST_NATIVE_DAY, {"site": site})
+        row = await cursor.fetchone()
+        first_days.append(row[0] if row else None)
     await cursor.execute(
         USABLE_DAYS,
-        {"tz": period.timezone, "sites": sites, "start": period.start, "end": period.end},
+        {
+            "tz": period.timezone,
+            "sites": sites,
+            "first_days": first_days,
+            "start": period.start,
+            "end": period.end,
+        },
     )
     return sites, [(int(s), d, int(i)) for s, d, i in await cursor.fetchall()]
 

@@ -21,19 +21,29 @@ from picolytics.stats.imported_plan import COMPONENTS, Read, column
 from picolytics.stats.query import And, Condition, Filter, HasDone, Not, Or, Query
 from picolytics.stats.sql import Params, part
 from picolytics.storage.goals import Goal
-from picolytics.storage.imported_days import FIRST_NATIVE_DAY
+
+# One site's first native day (storage/imported_days.py's FIRST_NATIVE_DAY): the local
+# day, in the site's zone, of its oldest raw event or rolled-up day, each found by an
+# index. The subqueries name the site itself rather than `s.site_id`: Citus refuses a
+# subquery with LIMIT correlated to the reference table sites, and routes this one to
+# the site's shard.
+SITE_FIRST_NATIVE_DAY: Final = """
+SELECT least(
+    (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
+     WHERE e.site_id = %(site)s ORDER BY e.received_at LIMIT 1),
+    (SELECT d.day FROM rollup_days d WHERE d.site_id = %(site)s ORDER BY d.day LIMIT 1)
+)
+FROM sites s WHERE s.site_id = %(site)s
+"""
 
 # The (site, day, owning import) of every imported day the query may read: a whole
-# local day of the period, before the site's first native day (storage/imported_days.py:
-# the local day, in the site's zone, of its oldest raw event or rolled-up day).
-USABLE_DAYS: Final = f"""
-WITH native AS (
-    SELECT s.site_id, {FIRST_NATIVE_DAY} AS first_day
-    FROM sites s WHERE s.site_id = ANY(%(sites)s::integer[])
-)
+# local day of the period, before the site's first native day (%(first_days)s, in the
+# order of %(sites)s; NULL: none).
+USABLE_DAYS: Final = """
 SELECT d.site_id, d.day, d.import_id
 FROM imported_days d
-JOIN native ON native.site_id = d.site_id
+JOIN unnest(%(sites)s::integer[], %(first_days)s::date[]) AS native (site_id, first_day)
+  ON native.site_id = d.site_id
 WHERE d.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
   AND d.day <= (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date
   AND d.day::timestamp AT TIME ZONE %(tz)s >= %(start)s::timestamptz

@@ -29,10 +29,16 @@ LOCAL_TODAY: Final = "(now() AT TIME ZONE s.timezone)::date"
 # The first day imported data may not cover: imported days are those before it.
 IMPORT_CUT: Final = f"least({FIRST_NATIVE_DAY}, {LOCAL_TODAY})"
 
-# Per site (by id): its first native day and its local today.
-SELECT_CUT: Final = f"""
-SELECT {FIRST_NATIVE_DAY} AS first_native_day, {LOCAL_TODAY} AS today
-FROM sites s WHERE s.site_id = %s
+# Per site (by id, %(site)s): its first native day and its local today. The
+# subqueries name the site itself, not `s.site_id`: Citus refuses subqueries correlated
+# to its reference table sites, and routes this one to the site's shard.
+SELECT_CUT: Final = """
+SELECT least(
+    (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
+     WHERE e.site_id = %(site)s ORDER BY e.received_at LIMIT 1),
+    (SELECT d.day FROM rollup_days d WHERE d.site_id = %(site)s ORDER BY d.day LIMIT 1)
+) AS first_native_day, (now() AT TIME ZONE s.timezone)::date AS today
+FROM sites s WHERE s.site_id = %(site)s
 """
 
 # Every import of every site, for `picolytics site list`: what it is and the days it

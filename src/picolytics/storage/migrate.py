@@ -4,7 +4,8 @@ Every migration runs in its own transaction together with its row in
 `schema_migrations`, so a failure leaves no half-applied file behind. A session-level
 advisory lock is taken before anything is read, so several processes starting at once
 apply each file exactly once: the first does the work, the others wait and find
-nothing left to do.
+nothing left to do. On a Citus database the tables are then distributed by site
+(storage/citus.py), in the same lock.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import psycopg
 
 from picolytics.errors import MigrationError
 from picolytics.resources import sql_dir
+from picolytics.storage import citus
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,8 @@ def apply(conninfo: str, folder: Path | None = None) -> list[Migration]:
                 except psycopg.Error as error:
                     raise MigrationError(f"migration {migration} failed: {error}") from None
                 done.append(migration)
+            # On Citus, distribute what the migrations created (storage/citus.py).
+            citus.apply(connection)
         finally:
             connection.execute("SELECT pg_advisory_unlock(%s::bigint)", (MIGRATION_LOCK_KEY,))
     return done

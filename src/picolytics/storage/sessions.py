@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from picolytics.events import QueuedEvent, new_id
 from picolytics.storage.sites import SiteIds
@@ -37,16 +37,20 @@ WHERE (site_id, visitor_id) IN (SELECT * FROM unnest(%s::integer[], %s::bigint[]
 # Input: one row per (site, visitor) of the batch, with the proposed id, start and end
 # of the visitor's first run of events in the batch. The visitor's open session
 # continues if it was seen within the timeout of that start; otherwise the proposed id
-# opens a new one. Sorted input keeps concurrent writers from deadlocking.
+# opens a new one. Sorted input keeps concurrent writers from deadlocking. The gap is
+# a difference of two instants, not an instant minus the timeout: timestamptz minus
+# timestamptz is IMMUTABLE, timestamptz minus interval only STABLE, and Citus allows
+# only IMMUTABLE functions in DO UPDATE SET (storage/citus.py). The timeout, a setting,
+# is a quoted literal: Citus passes a parameter of DO UPDATE SET on without its type.
 ASSIGN_SESSIONS = """
 INSERT INTO visitor_sessions AS v (site_id, visitor_id, session_id, started_at, last_seen_at)
 SELECT * FROM unnest(%(sites)s::integer[], %(visitors)s::bigint[], %(sessions)s::bigint[],
                      %(starts)s::timestamptz[], %(ends)s::timestamptz[])
 ORDER BY 1, 2
 ON CONFLICT (site_id, visitor_id) DO UPDATE SET
-    session_id = CASE WHEN v.last_seen_at >= EXCLUDED.started_at - %(timeout)s::interval
+    session_id = CASE WHEN EXCLUDED.started_at - v.last_seen_at <= {timeout}::interval
                       THEN v.session_id ELSE EXCLUDED.session_id END,
-    started_at = CASE WHEN v.last_seen_at >= EXCLUDED.started_at - %(timeout)s::interval
+    started_at = CASE WHEN EXCLUDED.started_at - v.last_seen_at <= {timeout}::interval
                       THEN v.started_at ELSE EXCLUDED.started_at END,
     last_seen_at = GREATEST(v.last_seen_at, EXCLUDED.last_seen_at)
 RETURNING site_id, visitor_id, session_id
@@ -131,14 +135,13 @@ async def assign_sessions(
     keys = sorted(runs)
     firsts = [runs[key][0] for key in keys]
     cursor = await connection.execute(
-        ASSIGN_SESSIONS,
+        sql.SQL(ASSIGN_SESSIONS).format(timeout=sql.Literal(timeout)),
         {
             "sites": [key[0] for key in keys],
             "visitors": [key[1] for key in keys],
             "sessions": [run.session_id for run in firsts],
             "starts": [run.started_at for run in firsts],
             "ends": [run.last_seen_at for run in firsts],
-            "timeout": timeout,
         },
     )
     for row_site, row_visitor, row_session in await cursor.fetchall():
