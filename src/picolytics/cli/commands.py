@@ -8,12 +8,17 @@ import logging
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import click
 
 from picolytics import __version__
-from picolytics.cli.common import JSON_FLAG, PicolyticsGroup, config_of, echo_listing
+from picolytics.cli.common import (
+    JSON_FLAG,
+    PicolyticsGroup,
+    ProgressBar,
+    config_of,
+    echo_listing,
+)
 from picolytics.config import write_default_config
 from picolytics.dashboard.setup import announce_setup_link
 from picolytics.errors import (
@@ -184,31 +189,6 @@ def prune_command(ctx: click.Context, days: int | None, dry_run: bool) -> None:
         click.echo(line)
 
 
-class _RollupProgress:
-    """The roller's progress as a bar when stdout is a terminal; nothing otherwise (the
-    summary line follows either way)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.shown = sys.stdout.isatty()
-        self.bar: Any = None
-        self.done = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.shown or total == 0:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, show_pos=True)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-
 def _rollup_day(text: str | None, flag: str) -> date | None:
     if text is None:
         return None
@@ -250,7 +230,7 @@ def rollup_command(
         raise RollupOptionError(f"--from ({first_day}) is after --to ({last_day})")
     domain = normalise_domain(site) if site is not None else None
     config = config_of(ctx)
-    progress = _RollupProgress("rebuilding" if rebuild else "rolling up")
+    progress = ProgressBar("rebuilding" if rebuild else "rolling up", show_pos=True)
     try:
         with database_conninfo(config) as conninfo:
             if rebuild:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -80,3 +81,28 @@ def echo_listing(
         return
     for line in table(found):
         click.echo(line)
+
+
+class ProgressBar:
+    """Progress as a bar when stdout is a terminal, nothing elsewhere (a summary line
+    follows either way): `bar(done, total)` as work goes on, `bar.close()` at the end."""
+
+    def __init__(self, label: str, *, show_pos: bool = False) -> None:
+        self.label, self.show_pos = label, show_pos
+        self.shown = sys.stdout.isatty()
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.shown or total == 0:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, show_pos=self.show_pos)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

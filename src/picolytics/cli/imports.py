@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 import psycopg
 
-from picolytics.cli.common import config_of
+from picolytics.cli.common import ProgressBar, config_of
 from picolytics.errors import ImportOptionError, ImportStoreError, first_line
 from picolytics.imports import plausible_export, store
 from picolytics.imports.batch import ImportBatch
@@ -33,30 +31,6 @@ SITE = click.option("--site", "domain", required=True, metavar="DOMAIN", help="T
 DRY_RUN = click.option("--dry-run", is_flag=True, help="Do everything, then roll it back.")
 
 
-class _Bar:
-    """A progress bar on a terminal, nothing elsewhere: `bar(done, total)`."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.shown = sys.stdout.isatty()
-        self.bar: Any = None
-        self.done = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.shown or total == 0:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label)
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-
 def _site(domain: str) -> str:
     site = normalise_domain(domain)
     if not site:
@@ -64,8 +38,8 @@ def _site(domain: str) -> str:
     return site
 
 
-def _read(label: str, read: Callable[[_Bar], ImportBatch]) -> ImportBatch:
-    bar = _Bar(label)
+def _read(label: str, read: Callable[[ProgressBar], ImportBatch]) -> ImportBatch:
+    bar = ProgressBar(label)
     try:
         return read(bar)
     finally:
@@ -127,7 +101,7 @@ def import_goatcounter(ctx: click.Context, file: Path, domain: str, dry_run: boo
         # GoatCounter's rows are instants: counted in local days of the site's zone.
         zone = store.connected(conninfo, lambda connection: store.site_zone(connection, site))
 
-        def read(bar: _Bar) -> ImportBatch:
+        def read(bar: ProgressBar) -> ImportBatch:
             return read_goatcounter(file, lambda done: bar(done, size), zone)
 
         _store(conninfo, site, _read(f"reading {file.name}", read), dry_run)
@@ -166,7 +140,7 @@ def _day(text: str | None, flag: str) -> date | None:
 
 
 async def _export(
-    conninfo: str, site: str, days: tuple[date | None, date | None], out: Path, bar: _Bar
+    conninfo: str, site: str, days: tuple[date | None, date | None], out: Path, bar: ProgressBar
 ) -> tuple[plausible_export.ExportSite, date, date, int]:
     first, last = days
     async with await psycopg.AsyncConnection.connect(conninfo) as connection:
@@ -203,7 +177,7 @@ def export_plausible(
         raise ImportOptionError(f"--from ({first_day}) is after --to ({last_day})")
     partial = out.with_name(out.name + ".part")  # a failed export leaves no zip behind
     config = config_of(ctx)
-    bar = _Bar(f"exporting {site}")
+    bar = ProgressBar(f"exporting {site}")
     try:
         with database_conninfo(config) as conninfo:
             work = _export(conninfo, site, (first_day, last_day), partial, bar)
