@@ -382,7 +382,10 @@ def test_the_migration_applies_on_a_database_of_0012(fresh_database: str, tmp_pa
                 " (%s, '2024-03-05', 'country', 'DE', %s, '', %s, 1, 1, 1, 0, 1)",
                 (site[0], dimension, value),
             )
-    assert [str(m) for m in migrate.apply(fresh_database)] == ["0013_channels"]
+    # Then 0013 alone (later migrations are not this test's business).
+    for path in sql_dir().glob("0013_*.sql"):
+        shutil.copy(path, folder / path.name)
+    assert [str(m) for m in migrate.apply(fresh_database, folder)] == ["0013_channels"]
     assert query(fresh_database, "SELECT referrer_host, channel FROM sessions") == [
         ("google.com", "")
     ]
