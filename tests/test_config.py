@@ -149,6 +149,10 @@ def test_custom_event_names_are_off_unless_a_pattern_is_set() -> None:
         ({"CUSTOM_EVENT_NAMES": "sign(up"}, r"CUSTOM_EVENT_NAMES .*'sign\(up': not a regular"),
         ({"AUTOTLS_ENABLED": "true"}, r"AUTOTLS_HOST .*required"),
         ({"PGCONNSTRING": "mysql://x@y/z"}, r"PGCONNSTRING \(pgConnString\) = <hidden>"),
+        (
+            {"PGREADCONNSTRING": "mysql://x@y/z"},
+            r"PGREADCONNSTRING \(pgReadConnString\) = <hidden>: expected a postgres",
+        ),
         ({"SESSION_TIMEOUT_MIN": "0"}, r"SESSION_TIMEOUT_MIN .*at least 1"),
         ({"DATA_DIR": ""}, r"DATA_DIR .*must name a folder"),
     ],
@@ -161,6 +165,9 @@ def test_validation_errors_name_the_setting_and_value(env: dict[str, str], messa
 def test_secrets_are_never_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(None, {"PGCONNSTRING": "mysql://user:topsecret@host/db"})
+    assert "topsecret" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, {"PGREADCONNSTRING": "mysql://user:topsecret@replica/db"})
     assert "topsecret" not in str(caught.value)
 
 

@@ -74,13 +74,12 @@ def _validate_listen_addr(config: Config, field: str) -> None:
 
 
 def _validate_addresses(config: Config) -> None:
-    if config.pg_conn_string:
-        scheme = urlsplit(config.pg_conn_string).scheme
-        if scheme not in ("postgres", "postgresql") and "=" not in config.pg_conn_string:
+    for field in ("pg_conn_string", "pg_read_conn_string"):  # the primary, the reads
+        value = getattr(config, field)
+        scheme = urlsplit(value).scheme
+        if value and scheme not in ("postgres", "postgresql") and "=" not in value:
             raise setting_error(
-                BY_FIELD["pg_conn_string"],
-                config.pg_conn_string,
-                "expected a postgres:// or postgresql:// URL",
+                BY_FIELD[field], value, "expected a postgres:// or postgresql:// URL"
             )
     _validate_listen_addr(config, "listen_addr")
     if config.admin_listen:  # empty: no admin server
