@@ -178,7 +178,7 @@ def test_a_dry_run_changes_nothing(migrated_database: str, invoke: Any) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        f"{SITE}: would import {EXPORT} as import 2 (plausible): 30 rows,"
+        f"{SITE}: would import {EXPORT} (plausible): 30 rows,"
         " 2 days 2024-01-01..2024-01-02, 2 days replaced (import 1 is now empty: removed)",
         "dry run: nothing was changed",
     ]

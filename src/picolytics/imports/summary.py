@@ -48,8 +48,10 @@ def lines(summary: ImportSummary) -> list[str]:
         head = f"{site}: nothing to import from {summary.file_name}"
     else:
         head = (
-            f"{site}: {verb} {summary.file_name} as import {summary.import_id}"
-            f" ({summary.source}): {summary.total_rows} rows,"
+            # A dry run's id is given back with its transaction: name none.
+            f"{site}: {verb} {summary.file_name}"
+            + ("" if summary.dry_run else f" as import {summary.import_id}")
+            + f" ({summary.source}): {summary.total_rows} rows,"
             f" {_days(summary.days)} {summary.first_day}..{summary.last_day}"
         )
         if summary.days_replaced:
