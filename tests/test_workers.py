@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -102,3 +103,33 @@ def test_sigterm_under_load_with_two_workers(migrated_database: str, tmp_path: P
     assert before_signal > 50
     ((rows,),) = query(migrated_database, "SELECT count(*) FROM events")
     assert accepted <= rows <= accepted + unknown
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        return "(zombie)" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_when_the_supervisor_is_killed(migrated_database: str, tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its workers: they stop by
+    themselves (parent-death signal) instead of holding the port as orphans."""
+    settings = {"WORKERS": "2", "SKIP_MIGRATIONS": "true"}
+    with server_process(migrated_database, tmp_path, settings) as server:
+        deadline = time.monotonic() + 20
+        while len(workers := _children(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 30
+        while alive := [pid for pid in workers if _running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived the supervisor"
+            time.sleep(0.1)
