@@ -33,6 +33,7 @@ from starlette.types import Receive
 
 from picolytics.api.auth import INVALID_KEY, Principal, authorize_site, error_response
 from picolytics.errors import ApiAuthError, ApiBusyError, QueryTimeoutError, first_line
+from picolytics.storage.imported_days import SELECT_FIRST_NATIVE_DAY
 from picolytics.text import normalise_domain
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,6 @@ BUSY: Final = "The server is busy answering other queries; please try again in a
 GONE: Final = 499  # the client went away: nobody reads this status
 # The site and its zone.
 SELECT_SITE_ONLY: Final = "SELECT site_id, domain, timezone, NULL FROM sites WHERE domain = %s"
-# Its first local day of stats (v1 does not need it: it costs two lookups): the first
-# rolled-up day or the day of its oldest event, whichever is older (rollups outlive
-# pruned raw rows). By the site's id, not correlated to sites: Citus refuses subqueries
-# correlated to its reference table sites, and routes this to the site's shard.
-SELECT_FIRST_DAY: Final = """
-SELECT least((SELECT min(r.day) FROM rollup_days r WHERE r.site_id = %(site)s),
-             (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
-              WHERE e.site_id = %(site)s ORDER BY e.received_at LIMIT 1))
-FROM sites s WHERE s.site_id = %(site)s
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +76,8 @@ async def find_site(
         raise ApiAuthError(401, INVALID_KEY)
     site = Site(int(row[0]), str(row[1]), str(row[2]), None)
     if first_day:
-        cursor = await connection.execute(SELECT_FIRST_DAY, {"site": site.site_id})
+        # Its first local day of stats: the first native day (v1 does not need it).
+        cursor = await connection.execute(SELECT_FIRST_NATIVE_DAY, {"site": site.site_id})
         found = await cursor.fetchone()
         site = replace(site, first_day=found[0] if found else None)
     return site

@@ -21,8 +21,7 @@ from psycopg.rows import tuple_row
 
 from picolytics.stats.imported_plan import plan
 from picolytics.stats.imported_sql import (
-    HAS_IMPORTS,
-    SITE_FIRST_NATIVE_DAY,
+    SITES_WITH_IMPORTS,
     USABLE_DAYS,
     UsableDay,
     goal_parts,
@@ -32,6 +31,7 @@ from picolytics.stats.imported_sql import (
 from picolytics.stats.query import ImportsNote, ImportsSkipReason, Period, Query
 from picolytics.stats.sql import Params
 from picolytics.storage.goals import Goal
+from picolytics.storage.imported_days import SELECT_FIRST_NATIVE_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +52,17 @@ def _skipped(reason: ImportsSkipReason) -> Imported:
 
 async def _usable(
     connection: AsyncConnection[Any], site_ids: Sequence[int], period: Period
-) -> tuple[list[int], list[UsableDay]]:
-    sites = sorted(set(site_ids))
+) -> tuple[bool, list[UsableDay]]:
+    """Whether any of the sites has imported days, and those the query may read."""
     cursor = connection.cursor(row_factory=tuple_row)
+    await cursor.execute(SITES_WITH_IMPORTS, {"sites": sorted(set(site_ids))})
+    sites = sorted(int(row[0]) for row in await cursor.fetchall())
+    if not sites:  # most sites: one statement, and no more
+        return False, []
     # Site by site (on Citus, each in its shard), then the days of all of them at once.
     first_days = []
     for site in sites:
-        await cursor.execute(SITE_FIRST_NATIVE_DAY, {"site": site})
+        await cursor.execute(SELECT_FIRST_NATIVE_DAY, {"site": site})
         row = await cursor.fetchone()
         first_days.append(row[0] if row else None)
     await cursor.execute(
@@ -71,7 +75,7 @@ async def _usable(
             "end": period.end,
         },
     )
-    return sites, [(int(s), d, int(i)) for s, d, i in await cursor.fetchall()]
+    return True, [(int(s), d, int(i)) for s, d, i in await cursor.fetchall()]
 
 
 async def imported_day_count(
@@ -90,12 +94,9 @@ async def imported_parts(
     sites' goals, for a breakdown by goal), read in the query's snapshot."""
     if not query.include_imports:
         return NOT_ASKED
-    sites, days = await _usable(connection, query.site_ids, query.period)
+    imported, days = await _usable(connection, query.site_ids, query.period)
     if not days:
-        cursor = connection.cursor(row_factory=tuple_row)
-        await cursor.execute(HAS_IMPORTS, {"sites": sites})
-        row = await cursor.fetchone()
-        return _skipped("out_of_range" if row and row[0] else "no_imported_data")
+        return _skipped("out_of_range" if imported else "no_imported_data")
     if query.interval == "hour":
         return _skipped("unsupported_interval")
     found = plan(query)

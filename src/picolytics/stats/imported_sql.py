@@ -22,20 +22,6 @@ from picolytics.stats.query import And, Condition, Filter, HasDone, Not, Or, Que
 from picolytics.stats.sql import Params, part
 from picolytics.storage.goals import Goal
 
-# One site's first native day (storage/imported_days.py's FIRST_NATIVE_DAY): the local
-# day, in the site's zone, of its oldest raw event or rolled-up day, each found by an
-# index. The subqueries name the site itself rather than `s.site_id`: Citus refuses a
-# subquery with LIMIT correlated to the reference table sites, and routes this one to
-# the site's shard.
-SITE_FIRST_NATIVE_DAY: Final = """
-SELECT least(
-    (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
-     WHERE e.site_id = %(site)s ORDER BY e.received_at LIMIT 1),
-    (SELECT d.day FROM rollup_days d WHERE d.site_id = %(site)s ORDER BY d.day LIMIT 1)
-)
-FROM sites s WHERE s.site_id = %(site)s
-"""
-
 # The (site, day, owning import) of every imported day the query may read: a whole
 # local day of the period, before the site's first native day (%(first_days)s, in the
 # order of %(sites)s; NULL: none).
@@ -52,8 +38,9 @@ WHERE d.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
 ORDER BY d.site_id, d.day
 """
 
-HAS_IMPORTS: Final = (
-    "SELECT EXISTS (SELECT FROM imported_days WHERE site_id = ANY(%(sites)s::integer[]))"
+# The sites of a query that have any imported day at all.
+SITES_WITH_IMPORTS: Final = (
+    "SELECT DISTINCT site_id FROM imported_days WHERE site_id = ANY(%(sites)s::integer[])"
 )
 
 UsableDay = tuple[int, date, int]

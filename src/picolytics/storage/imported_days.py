@@ -8,36 +8,35 @@ still being counted). The store (imports/store.py) drops imported rows on or aft
 the cut; the query layer (stats/) applies the same rule when it reads them, so a site
 that starts collecting before an import's last day never counts a day twice.
 
-Each expression reads the row of `sites s`: put them in a query over `sites s`.
+The rule is also a site's first local day of stats (the Stats API's earliest date).
+Every statement names the site by its id (%(site)s) in its subqueries, not through
+`sites s`: Citus refuses subqueries correlated to its reference table sites, and
+routes these to the site's shard. The Grafana views (sql/0015, sql/0017) say the same
+rule in SQL of their own.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-# The site's first native day, or NULL when it has no native data. Both reads use an
-# index: events (site_id, received_at), rollup_days' primary key (site_id, day).
-FIRST_NATIVE_DAY: Final = """least(
-    (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
-     WHERE e.site_id = s.site_id ORDER BY e.received_at LIMIT 1),
-    (SELECT d.day FROM rollup_days d WHERE d.site_id = s.site_id ORDER BY d.day LIMIT 1)
-)"""
-
-# The site's local today, where imported days end at the latest.
-LOCAL_TODAY: Final = "(now() AT TIME ZONE s.timezone)::date"
-
-# The first day imported data may not cover: imported days are those before it.
-IMPORT_CUT: Final = f"least({FIRST_NATIVE_DAY}, {LOCAL_TODAY})"
-
-# Per site (by id, %(site)s): its first native day and its local today. The
-# subqueries name the site itself, not `s.site_id`: Citus refuses subqueries correlated
-# to its reference table sites, and routes this one to the site's shard.
-SELECT_CUT: Final = """
-SELECT least(
+# The site's first native day, or NULL when it has no native data; over `sites s`,
+# the site. Both reads use an index: events (site_id, received_at), rollup_days'
+# primary key (site_id, day).
+_FIRST_NATIVE_DAY: Final = """least(
     (SELECT (e.received_at AT TIME ZONE s.timezone)::date FROM events e
      WHERE e.site_id = %(site)s ORDER BY e.received_at LIMIT 1),
     (SELECT d.day FROM rollup_days d WHERE d.site_id = %(site)s ORDER BY d.day LIMIT 1)
-) AS first_native_day, (now() AT TIME ZONE s.timezone)::date AS today
+)"""
+
+SELECT_FIRST_NATIVE_DAY: Final = (
+    f"SELECT {_FIRST_NATIVE_DAY} FROM sites s WHERE s.site_id = %(site)s"
+)
+
+# The first native day and the site's local today, where imported days end at the
+# latest: imported days are those before both.
+SELECT_CUT: Final = f"""
+SELECT {_FIRST_NATIVE_DAY} AS first_native_day,
+       (now() AT TIME ZONE s.timezone)::date AS today
 FROM sites s WHERE s.site_id = %(site)s
 """
 
