@@ -34,7 +34,7 @@ from psycopg.rows import tuple_row
 from picolytics.dimensions import PARENT_OF, VISIT_COLUMNS, VISIT_DIMENSIONS
 from picolytics.stats.prefix_events import event_tail, goal_tail
 from picolytics.stats.query import Query
-from picolytics.stats.raw import raw_parts
+from picolytics.stats.raw import VISIT_SUMS, raw_parts
 from picolytics.stats.shape import Shape
 from picolytics.stats.sql import Params, Range, local_key, part
 from picolytics.storage.goals import Goal
@@ -136,10 +136,7 @@ def _visit_tail(
     in_prefix = "SELECT FROM sessions p WHERE " + "\n      AND ".join(same)
     columns |= {
         "visitors": f"count(DISTINCT s.visitor_id) FILTER (WHERE NOT EXISTS (\n    {in_prefix}))",
-        "visits": "count(*)",
-        "bounces": "count(*) FILTER (WHERE s.bounce)",
-        "duration_s": "sum(s.duration_s)::bigint",
-        "session_pageviews": "sum(s.pageviews)::bigint",
+        **VISIT_SUMS,
     }
     where = [
         f"s.site_id = ANY({params.add(sites, cast='::integer[]')})",

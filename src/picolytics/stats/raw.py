@@ -11,6 +11,7 @@ parts of a period the rollups do not hold (stats/rollups.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from picolytics.dimensions import (
     EVENT_COLUMNS,
@@ -35,6 +36,13 @@ from picolytics.stats.sql import (
 
 # A visit breakdown's `events`: the pageviews and custom events of each visit, whenever
 # received (within [started_at, last_seen_at], which bounds the partitions read).
+# The sums of the visit grain over visits `s` (sessions with a pageview), but visitors.
+VISIT_SUMS: Final = {
+    "visits": "count(*)",
+    "bounces": "count(*) FILTER (WHERE s.bounce)",
+    "duration_s": "sum(s.duration_s)::bigint",
+    "session_pageviews": "sum(s.pageviews)::bigint",
+}
 _EVENTS_OF_VISIT = f"""
 LEFT JOIN LATERAL (
     SELECT count(*) AS events FROM events e
@@ -68,10 +76,7 @@ def _visit_part(
         "parent": "''",
         "value": "''",
         "visitors": "count(DISTINCT s.visitor_id)",
-        "visits": "count(*)",
-        "bounces": "count(*) FILTER (WHERE s.bounce)",
-        "duration_s": "sum(s.duration_s)::bigint",
-        "session_pageviews": "sum(s.pageviews)::bigint",
+        **VISIT_SUMS,
     }
     joins = ""
     if shape.by_visit_dimension:
