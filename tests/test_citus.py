@@ -277,9 +277,9 @@ def test_a_site_zone_change_works(migrated_citus: str, tmp_path: Path) -> None:
     # A prefix of the open day (storage/rollup_prefix.py): the change drops it.
     query(
         migrated_citus,
-        "INSERT INTO rollup_prefix (site_id, day, timezone, until) "
-        "SELECT site_id, %s, 'UTC', %s FROM sites RETURNING site_id",
-        (NOW.date(), NOW.replace(minute=0, second=0)),
+        "INSERT INTO rollup_prefix (site_id, day, timezone, until, events_until) "
+        "SELECT site_id, %s, 'UTC', %s, %s FROM sites RETURNING site_id",
+        (NOW.date(), NOW.replace(minute=0, second=0), NOW.replace(minute=0, second=0)),
     )
     result = run_cli(
         "site", "set", "example.com", "--timezone", "Europe/Berlin",

@@ -24,9 +24,9 @@ from picolytics.dimensions import Metric
 from picolytics.events import QueuedEvent
 from picolytics.stats.engine import run as run_query
 from picolytics.stats.query import Breakdown, Interval, Period, Query, Result
-from picolytics.storage import roller, sites_admin
+from picolytics.storage import roller, rollup_prefix, sites_admin
 from picolytics.storage.sites import SiteIds
-from picolytics.storage.writer import prepare_connection, write_batch
+from picolytics.storage.writer import EVENT_MARK_AGE, prepare_connection, write_batch
 
 SITE = "example.com"
 VISIT_METRICS: tuple[Metric, ...] = (
@@ -44,8 +44,9 @@ def open_day() -> date:
 
 
 def roller_clock(day: date) -> datetime:
-    """The roller's now: its prefix of `day` ends at 14:00 (15:20 - ROLL_DELAY, floored)."""
-    return at(day, 15, 20)
+    """The roller's now: its prefix of `day` ends at 14:00 (15:05 - ROLL_DELAY, floored
+    to VISIT_STEP), its events at 14:50 (15:05 - EVENT_DELAY, floored to EVENT_STEP)."""
+    return at(day, 15, 5)
 
 
 def visit(
@@ -82,6 +83,9 @@ def dataset(day: date) -> list[QueuedEvent]:
         *pricing(at(day, 9, 30), 17, ("pro",)),
         *pricing(at(day, 15, 10), 17, ("pro",)),
         *pricing(at(day, 14, 40), 18, ("team",)),
+        # Around the end of the prefix's events, 14:50: the same page once, the same
+        # event and values on both sides.
+        *pricing(at(day, 14, 46), 19, ("team", "pro", "team", "pro")),
     ]
 
 
@@ -113,7 +117,10 @@ def seed(conninfo: str, day: date) -> int:
 
 
 def prefixes(conninfo: str) -> list[tuple[Any, ...]]:
-    return query(conninfo, "SELECT site_id, day, timezone, until FROM rollup_prefix ORDER BY 1, 2")
+    return query(
+        conninfo,
+        "SELECT site_id, day, timezone, until, events_until FROM rollup_prefix ORDER BY 1, 2",
+    )
 
 
 def stale(conninfo: str) -> list[date]:
@@ -182,13 +189,13 @@ def test_the_open_day_reads_its_prefix_and_a_raw_tail_exactly(migrated_database:
     assert day in stale(migrated_database)  # every write there is old: marked
     report = catch_up(migrated_database, roller_clock(day))
     assert report.prefixes == 1
-    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 14))]
+    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 14), at(day, 14, 50))]
     assert day not in stale(migrated_database)  # the prefix roll cleared its mark
     asked = questions(site_id, day)
     paths = assert_exact(migrated_database, asked)
     # Whole-day-up-to-the-prefix periods read the prefix, whatever the breakdown.
     for question, path in zip(asked, paths, strict=True):
-        prefixed = question.period.start == at(day, 0) and question.period.end >= at(day, 14)
+        prefixed = question.period.start == at(day, 0) and question.period.end >= at(day, 14, 50)
         rolled_before = question.period.start < at(day, 0)  # the day before, rolled
         expected = "mixed" if prefixed or rolled_before else "raw"
         assert path == expected, (question, path)
@@ -196,8 +203,8 @@ def test_the_open_day_reads_its_prefix_and_a_raw_tail_exactly(migrated_database:
     # hour 13:00 has visitor 14 once though two of its visits started then (and 11).
     total = next(q for q in asked if q.interval is None and q.breakdown is None)
     fast, _ = run(_answers(migrated_database, [total]))[0]
-    assert fast.rows[0].metrics["visitors"] == 9
-    assert fast.rows[0].metrics["visits"] == 13
+    assert fast.rows[0].metrics["visitors"] == 10
+    assert fast.rows[0].metrics["visits"] == 14
     hourly = next(q for q in asked if q.interval == "hour")
     fast, _ = run(_answers(migrated_database, [hourly]))[0]
     thirteen = next(
@@ -260,6 +267,31 @@ def test_a_visit_extended_long_after_it_was_last_seen_marks_its_day(
     assert assert_exact(migrated_database, asked)
 
 
+def test_an_event_written_minutes_after_its_receipt_marks_its_open_day(
+    migrated_database: str,
+) -> None:
+    """At the database's real clock: a prefix holds the events received up to
+    EVENT_DELAY ago, so the writer marks the day of a new event received more than
+    EVENT_MARK_AGE before its batch, though the day has not ended; an event written
+    as it arrives marks nothing (writer.py, EVENT_MARK_AGE)."""
+    now = datetime.now(UTC)
+    offset = max(-12, min(14, 12 - now.hour))  # a local day around noon, as above
+    zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+    insert = "INSERT INTO sites (domain, timezone) VALUES (%s, %s) RETURNING site_id"
+    site_id = int(query(migrated_database, insert, (SITE, zone))[0][0])
+    run(write(migrated_database, visit(now - timedelta(hours=3), 20)))
+    catch_up(migrated_database, now)
+    ((_, day, _, until, events_until),) = prefixes(migrated_database)
+    assert until < events_until <= now - rollup_prefix.EVENT_DELAY
+    run(write(migrated_database, [event(now - timedelta(seconds=30), 21, path="/fresh")]))
+    assert stale(migrated_database) == []
+    queued = now - EVENT_MARK_AGE - timedelta(minutes=1)
+    run(write(migrated_database, [event(queued, 22, path="/queued")]))
+    assert stale(migrated_database) == [day]
+    period = Period(at(day, 0) - timedelta(hours=offset), now + timedelta(hours=1), zone)
+    assert assert_exact(migrated_database, [Query((site_id,), period, ALL_METRICS)])
+
+
 def test_a_whole_day_roll_a_rebuild_and_a_zone_change_replace_prefixes(
     migrated_database: str,
 ) -> None:
@@ -270,12 +302,20 @@ def test_a_whole_day_roll_a_rebuild_and_a_zone_change_replace_prefixes(
     # A rebuild clears the prefixes and rolls them again, to the same numbers.
     report = run(roller.rebuild(migrated_database, now=roller_clock(day)))
     assert report.prefixes == 1
-    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 14))]
+    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 14), at(day, 14, 50))]
     assert query(migrated_database, "SELECT rolled_at FROM rollup_prefix") != before
     assert "mixed" in assert_exact(migrated_database, questions(site_id, day))
+    # Five minutes on, only the prefix's events move on (storage/rollup_prefix.py).
+    visits = query(migrated_database, "SELECT * FROM rollup_visits WHERE day = %s", (day,))
+    report = catch_up(migrated_database, roller_clock(day) + timedelta(minutes=5))
+    assert report.prefixes == 1
+    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 14), at(day, 14, 55))]
+    assert query(migrated_database, "SELECT * FROM rollup_visits WHERE day = %s", (day,)) == visits
+    assert "mixed" in assert_exact(migrated_database, questions(site_id, day))
+    assert catch_up(migrated_database, roller_clock(day) + timedelta(minutes=9)).prefixes == 0
     # The prefix moves on with the clock.
     catch_up(migrated_database, roller_clock(day) + timedelta(hours=2))
-    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 16))]
+    assert prefixes(migrated_database) == [(site_id, day, "UTC", at(day, 16), at(day, 16, 50))]
     assert_exact(migrated_database, questions(site_id, day))
     # A zone change drops the site's prefixes (marks meanwhile go to the new zone's days).
     with psycopg.connect(migrated_database) as connection:
@@ -311,14 +351,15 @@ def test_event_breakdowns_count_a_visitor_and_a_visit_once_across_prefix_and_tai
         assert (fast.path, fast.rows) == ("mixed", plain.rows)
         return {str(r.value): tuple(int(r.metrics[m] or 0) for m in metrics) for r in fast.rows}
 
-    # /pricing: visitors 16, 17 (twice: prefix and tail), 18; visits: 16's one, 17's
-    # two, 18's one; pageviews 16 twice (13:40, 14:10), 17 twice, 18 once.
-    assert rows(Breakdown("page"))["/pricing"] == (3, 4, 5)
-    # purchase: 16 four times in one visit, 17 once per visit, 18 once.
-    assert rows(Breakdown("event"))["purchase"] == (3, 4, 7)
+    # /pricing: visitors 16, 17 (twice: prefix and tail), 18, 19; visits: 16's one,
+    # 17's two, 18's and 19's one; pageviews 16 twice (13:40, 14:10), 17 twice, 18, 19.
+    assert rows(Breakdown("page"))["/pricing"] == (4, 5, 6)
+    # purchase: 16 four times in one visit, 17 once per visit, 18 once, 19 four times
+    # in one visit, across the end of the prefix's events.
+    assert rows(Breakdown("event"))["purchase"] == (4, 5, 11)
     plans = rows(Breakdown("prop", "plan"))
-    assert plans == {"pro": (2, 3, 5), "team": (2, 2, 2)}
+    assert plans == {"pro": (3, 4, 7), "team": (3, 3, 4)}
     goals = rows(Breakdown("goal"))
-    assert goals["Purchase"] == (3, 4, 7)
-    assert goals["Pricing"] == (3, 4, 5)
+    assert goals["Purchase"] == (4, 5, 11)
+    assert goals["Pricing"] == (4, 5, 6)
     assert "Any p page" in goals  # a pattern: raw rows over the whole period

@@ -51,8 +51,9 @@ from picolytics.storage.roller import (
     rebuild,
 )
 from picolytics.storage.rollup import roll_day
+from picolytics.storage.rollup_prefix import EVENT_DELAY
 from picolytics.storage.sites import SiteIds
-from picolytics.storage.writer import MARK_AGE, prepare_connection, write_batch
+from picolytics.storage.writer import EVENT_MARK_AGE, MARK_AGE, prepare_connection, write_batch
 
 WAIT_S = 30.0
 SITE = "example.com"
@@ -199,6 +200,10 @@ def test_roll_delay_leaves_room_for_the_longest_write() -> None:
     assert timedelta(0) < MARK_AGE < ROLL_DELAY
     docs = (Path(__file__).resolve().parents[1] / "docs" / "read-model.md").read_text()
     assert "`ROLL_DELAY` is 1 hour and `MARK_AGE` 45 minutes" in docs
+    # The open day's events (storage/rollup_prefix.py): the same margin, closer to now.
+    assert 10 * timedelta(seconds=WRITE_TIMEOUT_S) <= EVENT_DELAY - EVENT_MARK_AGE
+    assert timedelta(0) < EVENT_MARK_AGE < EVENT_DELAY < ROLL_DELAY
+    assert "`EVENT_DELAY` (15 minutes)" in docs and "`EVENT_MARK_AGE` (5 minutes)" in docs
 
 
 # -- fresh, and the writer's marks ---------------------------------------------------------

@@ -367,11 +367,11 @@ FILTERS: list[tuple[str, Filter, tuple[int, int, int, int]]] = [
 ]
 
 
-# Filters on one segment (source, country, ...) without Not: the segment rollups answer,
-# but for visitors only on days where the segment splits no visitor, unless the filter
-# holds for one value only (a case-sensitive `is` of one value). The dataset has a
-# visitor with visits from two sources on one day, so that day is read raw.
-SEGMENT_PATHS = {"is": "rollup", "is, any case": "mixed", "is_not": "mixed", "country": "rollup"}
+# Filters on one segment (source, country, ...) without Not: the segment rollups answer.
+# The dataset has a visitor with visits from two sources on one day; its split counts
+# (sql/0019_segment_splits.sql) take the visitor counted twice off, so that day is read
+# from rollups too (tests/test_segment_splits.py has the days rolled without them).
+SEGMENT_PATHS = {"is": "rollup", "is, any case": "rollup", "is_not": "rollup", "country": "rollup"}
 
 
 @pytest.mark.parametrize(("name", "filter_", "expected"), FILTERS, ids=[f[0] for f in FILTERS])

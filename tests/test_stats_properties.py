@@ -69,7 +69,7 @@ from picolytics.stats.query import (
     Result,
     Row,
 )
-from picolytics.storage import migrate, roller, sites_admin
+from picolytics.storage import migrate, roller, rollup_prefix, sites_admin
 from picolytics.storage.prune import prune
 from picolytics.storage.sites import SiteIds
 from picolytics.storage.writer import prepare_connection, write_batch
@@ -265,7 +265,7 @@ def reset(connection: psycopg.Connection[Any], zones: Sequence[str]) -> dict[int
     connection.execute(
         "TRUNCATE sites, sessions, visitor_sessions, events, bot_counts, rollup_days,"
         " rollup_stale, rollup_visits, rollup_events, rollup_hours, rollup_segment_visits,"
-        " rollup_segment_events RESTART IDENTITY CASCADE"
+        " rollup_segment_events, rollup_segment_splits RESTART IDENTITY CASCADE"
     )
     ids: dict[int, int] = {}
     for index, zone in enumerate(zones):
@@ -1029,25 +1029,31 @@ class ReadModel:
     rolled: dict[tuple[int, date], str]
     stale: frozenset[tuple[int, date]]
     zones: dict[int, str]
-    # (site_id, day) -> the segments it has rollups of, and those splitting a visitor.
-    segments: dict[tuple[int, date], tuple[frozenset[str], frozenset[str]]]
-    # (site_id, day) -> (zone, until) of the open days' prefix rollups.
-    prefixes: dict[tuple[int, date], tuple[str, datetime]] = field(default_factory=dict)
+    # (site_id, day) -> the segments it has rollups of, those splitting a visitor, and
+    # whether it has the split counts (sql/0019_segment_splits.sql).
+    segments: dict[tuple[int, date], tuple[frozenset[str], frozenset[str], bool]]
+    # (site_id, day) -> (zone, until, events_until) of the open days' prefix rollups.
+    prefixes: dict[tuple[int, date], tuple[str, datetime, datetime]] = field(default_factory=dict)
 
 
 async def read_model(connection: AsyncConnection[Any]) -> ReadModel:
     cursor = await connection.execute(
-        "SELECT site_id, day, timezone, segments, split_segments FROM rollup_days"
+        "SELECT site_id, day, timezone, segments, split_segments, segment_splits FROM rollup_days"
     )
     found = await cursor.fetchall()
-    rolled = {(int(s), d): str(z) for s, d, z, _, _ in found}
-    segments = {(int(s), d): (frozenset(has), frozenset(split)) for s, d, _, has, split in found}
+    rolled = {(int(s), d): str(z) for s, d, z, *_ in found}
+    segments = {
+        (int(s), d): (frozenset(has), frozenset(split), bool(counted))
+        for s, d, _, has, split, counted in found
+    }
     cursor = await connection.execute("SELECT site_id, day FROM rollup_stale")
     stale = frozenset((int(s), d) for s, d in await cursor.fetchall())
     cursor = await connection.execute("SELECT site_id, timezone FROM sites")
     zones = {int(s): str(z) for s, z in await cursor.fetchall()}
-    cursor = await connection.execute("SELECT site_id, day, timezone, until FROM rollup_prefix")
-    prefixes = {(int(s), d): (str(z), u) for s, d, z, u in await cursor.fetchall()}
+    cursor = await connection.execute(
+        "SELECT site_id, day, timezone, until, events_until FROM rollup_prefix"
+    )
+    prefixes = {(int(s), d): (str(z), u, eu) for s, d, z, u, eu in await cursor.fetchall()}
     return ReadModel(rolled, stale, zones, segments, prefixes)
 
 
@@ -1098,14 +1104,14 @@ def prefix_used(query: Query, model: ReadModel) -> bool:
     if query.filters is not None:
         return False
     period = query.period
-    for (site_id, day), (zone, until) in model.prefixes.items():
+    for (site_id, day), (zone, _, events_until) in model.prefixes.items():
         if (
             site_id in query.site_ids
             and zone == period.timezone == model.zones[site_id]
             and (site_id, day) not in model.stale
             and (site_id, day) not in model.rolled
             and day_start(day, zone) >= period.start
-            and until <= period.end
+            and events_until <= period.end
         ):
             statistic("an open day read from its prefix and tail")
             if dimension in EVENT_DIMENSIONS:
@@ -1119,7 +1125,7 @@ def open_day_queries(model: ReadModel, values: Values, data: st.DataObject) -> l
     its site's zone, whole in the period (from its start or the day before, mostly up
     to the day's end, else to the prefix's end), so its prefix and tail answer."""
     asked = []
-    for (site_id, day), (zone, until) in sorted(model.prefixes.items()):
+    for (site_id, day), (zone, _, events_until) in sorted(model.prefixes.items()):
         if model.zones[site_id] != zone:
             continue
         day_end = day_start(day + timedelta(days=1), zone)
@@ -1131,7 +1137,7 @@ def open_day_queries(model: ReadModel, values: Values, data: st.DataObject) -> l
             extra = data.draw(st.lists(st.sampled_from(metrics_for(breakdown)), unique=True))
             metrics = tuple(dict.fromkeys(("visitors", "visits", *extra)))
             start = day_start(day - timedelta(days=data.draw(st.integers(0, 1))), zone)
-            end = data.draw(st.sampled_from((day_end, day_end, until)))
+            end = data.draw(st.sampled_from((day_end, day_end, events_until)))
             interval: Interval | None = data.draw(st.sampled_from((None, "day", "week")))
             period = Period(start, end, zone)
             asked.append(Query((site_id,), period, metrics, interval=interval, breakdown=breakdown))
@@ -1139,7 +1145,8 @@ def open_day_queries(model: ReadModel, values: Values, data: st.DataObject) -> l
 
 
 def with_straddlers(dataset: Dataset, now: datetime, data: st.DataObject) -> Dataset:
-    """With a roller's clock, one person's visits across its prefix's end: a page, a
+    """With a roller's clock, one person's visits across an end of its prefix (the
+    visits' or the events'): a page, a
     custom event and a property in one session on both sides of it, then again in a
     new session after it (the tail's visit and visitor: stats/prefix_events.py). A
     third of the datasets without a roller's clock get one, a while after some visit's
@@ -1152,7 +1159,10 @@ def with_straddlers(dataset: Dataset, now: datetime, data: st.DataObject) -> Dat
         dataset = replace(dataset, roll_at=roll_at)
     base = base_of(dataset, now)
     clock = roller_clock(base, now, dataset.roll_at)
-    until = (clock - roller.ROLL_DELAY).replace(minute=0, second=0, microsecond=0)
+    # The prefix's cuts (storage/rollup_prefix.py): the visits' and rollup_events'.
+    until = floored(clock - roller.ROLL_DELAY, rollup_prefix.VISIT_STEP)
+    events_until = floored(clock - rollup_prefix.EVENT_DELAY, rollup_prefix.EVENT_STEP)
+    cut = data.draw(st.sampled_from((until, events_until)))
     path = data.draw(st.sampled_from(PATHS))
     name = data.draw(st.sampled_from(CUSTOM_NAMES))
     props: Props = {data.draw(st.sampled_from(PROP_KEYS)): data.draw(st.sampled_from(PROP_VALUES))}
@@ -1160,7 +1170,7 @@ def with_straddlers(dataset: Dataset, now: datetime, data: st.DataObject) -> Dat
     first = Visit(
         site=data.draw(st.integers(0, len(dataset.zones) - 1)),
         person=data.draw(st.sampled_from((0, 1, 9))),
-        start=until - base - timedelta(minutes=data.draw(st.integers(1, 19))),
+        start=cut - base - timedelta(minutes=data.draw(st.integers(1, 19))),
         referrer_host="",
         utm=("", "", "", "", ""),
         steps=(*both, Step(20 * 60, "load", path), Step(30, name, path, props=props)),
@@ -1169,17 +1179,23 @@ def with_straddlers(dataset: Dataset, now: datetime, data: st.DataObject) -> Dat
     return replace(dataset, visits=(*dataset.visits, first, again))
 
 
+def floored(moment: datetime, step: timedelta) -> datetime:
+    """`moment` floored to a multiple of `step` since the epoch (UTC midnights)."""
+    step_s = int(step.total_seconds())
+    return datetime.fromtimestamp(moment.timestamp() // step_s * step_s, UTC)
+
+
 def note_straddles(raw: Raw, model: ReadModel) -> None:
     """Statistics: does an open day have a page or custom event on both sides of its
     prefix's end, in one session, or of one visitor in two sessions?"""
-    for (site_id, day), (zone, until) in model.prefixes.items():
+    for (site_id, day), (zone, _, events_until) in model.prefixes.items():
         start, end = day_start(day, zone), day_start(day + timedelta(days=1), zone)
         sides: dict[tuple[Any, ...], set[tuple[int, bool]]] = {}
         for e in raw.events:
             if e.site_id == site_id and start <= e.received_at < end and e.counted:
                 value = ("page", e.path) if e.is_pageview else ("event", e.name)
                 sides.setdefault((e.visitor_id, value), set()).add(
-                    (e.session_id, e.received_at >= until)
+                    (e.session_id, e.received_at >= events_until)
                 )
         for found in sides.values():
             if {after for _, after in found} == {False, True}:
@@ -1193,8 +1209,15 @@ def note_straddles(raw: Raw, model: ReadModel) -> None:
 
 
 def segment_usable(model: ReadModel, site_id: int, day: date, segment: str, query: Query) -> bool:
-    has, split = model.segments[(site_id, day)]
-    return segment in has and (any_day(query) or segment not in split)
+    """May the segment rollups answer this day? Where the segment splits a visitor, only
+    if the query adds no visitors of two values, or the day has its split counts
+    (sql/0019_segment_splits.sql), which take the visitors counted twice off."""
+    has, split, counted = model.segments[(site_id, day)]
+    if segment in split and not any_day(query):
+        if not counted:
+            return False
+        statistic("a day whose segment splits a visitor, from the split counts")
+    return segment in has
 
 
 def describe(rows: Sequence[Row]) -> str:
@@ -1379,10 +1402,11 @@ def day_rows(raw: Raw, site_id: int, day: date, zone: str) -> tuple[list[Any], l
 
 
 def prefix_rows(
-    raw: Raw, site_id: int, day: date, zone: str, until: datetime
+    raw: Raw, site_id: int, day: date, zone: str, until: datetime, events_until: datetime
 ) -> tuple[list[Any], list[int]]:
-    """What a prefix rollup of one local day up to `until` is computed from: the day's
-    visits last seen before `until` and its events received before it."""
+    """What a prefix rollup of one local day is computed from: the day's visits last
+    seen before `until` and its events received before `events_until` (those before
+    `until`, in rollup_hours, among them)."""
     visits, _ = day_rows(raw, site_id, day, zone)
     ended = {
         s.session_id
@@ -1393,7 +1417,7 @@ def prefix_rows(
     events = sorted(
         e.event_id
         for e in raw.events
-        if e.site_id == site_id and e.counted and start <= e.received_at < until
+        if e.site_id == site_id and e.counted and start <= e.received_at < events_until
     )
     return [visit for visit in visits if visit[0] in ended], events
 
@@ -1453,10 +1477,9 @@ def test_late_writes_mark_their_days_and_stay_exact(
                         f"site {site_id}'s day {day}, rolled up in {zone}, changed but is not "
                         f"marked stale (the site is in {zones[site_id - 1]})"
                     )
-            for (site_id, day), (zone, until) in sorted(model.prefixes.items()):
-                if prefix_rows(before, site_id, day, zone, until) != prefix_rows(
-                    after, site_id, day, zone, until
-                ):
+            for (site_id, day), (zone, until, events_until) in sorted(model.prefixes.items()):
+                cut = (site_id, day, zone, until, events_until)
+                if prefix_rows(before, *cut) != prefix_rows(after, *cut):
                     statistic("late write into an open day's prefix")
                     # A zone change drops the site's prefixes: any left are in its zone.
                     assert zone == zones[site_id - 1] and (site_id, day) in model.stale, (

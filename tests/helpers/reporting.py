@@ -63,6 +63,7 @@ READABLE_TABLES = ["sites", "sessions", "events", "bot_counts"]
 # query layer reads both.
 READABLE_TABLES += ["rollup_days", "rollup_stale", "rollup_visits", "rollup_events"]
 READABLE_TABLES += ["rollup_hours", "rollup_segment_visits", "rollup_segment_events"]
+READABLE_TABLES += ["rollup_segment_splits"]
 READABLE_TABLES += ["goals"]  # sql/0010_goals.sql: the query layer reads the goals
 # sql/0014_imports.sql: the imported history, aggregates only; sql/0016_open_day.sql:
 # which open days have a prefix rollup.

@@ -2,10 +2,13 @@
 prefix rollup (storage/rollup_prefix.py) is read as its prefix's rollup rows plus a
 *tail* from raw rows, which add up to the day's raw rows exactly.
 
-The prefix of day D up to `until` holds D's visits with last_seen_at < until and D's
-events received before `until`; the tail holds D's other visits (last_seen_at >=
-until, found by the index sessions_site_last_seen) and the events received from
-`until` to the end of D or of the period. Visits, bounces, durations and pageviews
+The prefix of day D holds D's visits with last_seen_at < until, and D's events
+received before `until` (in rollup_hours) and before `events_until` (in rollup_events,
+which answers breakdowns by page, event and prop and the event totals of days, weeks
+and months: events never change once written, so they reach closer to now); the tail
+holds D's other visits (last_seen_at >= until, found by the index
+sessions_site_last_seen) and the events received from the cut of the rollup they add
+to, to the end of D or of the period. Visits, bounces, durations and pageviews
 and events add. Visitors do not: a tail visit's visitor counts only if the same
 visitor id has no visit in the prefix in the same bucket (local day, or local hour
 for an hourly series) and, for a breakdown, with the same value (found by the index
@@ -14,9 +17,9 @@ sessions_site_visitor of sql/0016_open_day.sql).
 Used for totals, day/week/month and hourly series and breakdowns by a visit
 dimension, and (stats/prefix_events.py) by page, event, prop and goal, without
 filters; filtered queries read such a day raw. A prefix is used only when the day is
-whole in the period up to `until` (it starts at or after the period's start, `until`
-is at or before its end), rolled in the query's zone, which is the site's, and its
-day is not stale.
+whole in the period up to its cuts (it starts at or after the period's start,
+`events_until` is at or before its end), rolled in the query's zone, which is the
+site's, and its day is not stale.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from picolytics.stats.sql import Params, Range, local_key, part
 from picolytics.storage.goals import Goal
 
 USABLE_PREFIXES: Final = """
-SELECT p.site_id, p.day, p.until,
+SELECT p.site_id, p.day, p.until, p.events_until,
        p.day::timestamp AT TIME ZONE %(tz)s AS day_start,
        (p.day + 1)::timestamp AT TIME ZONE %(tz)s AS day_end
 FROM rollup_prefix p
@@ -49,7 +52,7 @@ WHERE p.site_id = ANY(%(sites)s::integer[]) AND p.timezone = %(tz)s
   AND p.day >= (%(start)s::timestamptz AT TIME ZONE %(tz)s)::date
   AND p.day <= (%(end)s::timestamptz AT TIME ZONE %(tz)s)::date
   AND p.day::timestamp AT TIME ZONE %(tz)s >= %(start)s::timestamptz
-  AND p.until <= %(end)s::timestamptz
+  AND p.events_until <= %(end)s::timestamptz
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = p.site_id AND x.day = p.day)
   AND NOT EXISTS (SELECT FROM rollup_days d WHERE d.site_id = p.site_id AND d.day = p.day)
 ORDER BY p.site_id, p.day
@@ -59,13 +62,20 @@ ORDER BY p.site_id, p.day
 @dataclass(frozen=True, slots=True)
 class Prefix:
     """A day read from its prefix rollup plus its tail: [start, end) is the day within
-    the period, `until` where the prefix ends."""
+    the period, `until` where the prefix's visits and hours end, `events_until` where
+    its rollup_events rows end."""
 
     site_id: int
     day: date
     start: datetime
     end: datetime
     until: datetime
+    events_until: datetime
+
+    def bounds(self, events: bool) -> tuple[datetime, datetime, datetime]:
+        """The day's start, the tail's end and the cut of the rollup rows the tail adds
+        to: those of rollup_events (`events`) or of the visits and hours."""
+        return (self.start, self.end, self.events_until if events else self.until)
 
 
 def prefix_shaped(query: Query, shape: Shape) -> bool:
@@ -96,8 +106,8 @@ async def usable_prefixes(
         },
     )
     return tuple(
-        Prefix(site_id, day, day_start, min(day_end, period.end), until)
-        for site_id, day, until, day_start, day_end in await cursor.fetchall()
+        Prefix(site_id, day, day_start, min(day_end, period.end), until, events_until)
+        for site_id, day, until, events_until, day_start, day_end in await cursor.fetchall()
     )
 
 
@@ -153,26 +163,27 @@ def open_day_parts(
 ) -> list[str]:
     """The tails of the prefixed days as parts (stats/sql.py, PART_COLUMNS); the
     prefixes' own rows are rollup parts (stats/rollups.py, rollup_parts)."""
-    by_bounds: dict[tuple[datetime, datetime, datetime], list[int]] = defaultdict(list)
-    for prefix in prefixes:
-        by_bounds[(prefix.start, prefix.end, prefix.until)].append(prefix.site_id)
-    parts = []
     tz = params.add(query.period.timezone, cast="::text")
-    for bounds, sites in sorted(by_bounds.items()):
-        if shape.visit_grain:
-            parts.append(_visit_tail(shape, sorted(sites), bounds, tz, params))
+    parts = []
+    if shape.visit_grain:
+        parts += [
+            _visit_tail(shape, sites, bounds, tz, params)
+            for bounds, sites in _by_bounds(prefixes, events=False)
+        ]
+    # An hourly series reads rollup_hours, cut at `until`; the rest rollup_events.
+    events = not shape.hourly
     if shape.event_grain and shape.by_event_dimension:  # distinct ids over events
         parts += [
-            event_tail(shape, sorted(sites), bounds, tz, params)
-            for bounds, sites in sorted(by_bounds.items())
+            event_tail(shape, sites, bounds, tz, params)
+            for bounds, sites in _by_bounds(prefixes, events=events)
         ]
     elif shape.event_grain:
-        events = [
-            Range(tuple(sorted(sites)), until, end)
-            for (_, end, until), sites in sorted(by_bounds.items())
+        ranges = [
+            Range(tuple(sites), cut, end)
+            for (_, end, cut), sites in _by_bounds(prefixes, events=events)
         ]
-        if events:  # the events received from `until` on: plain raw rows
-            parts += raw_parts(query, replace(shape, visit_grain=False), events, params)
+        if ranges:  # the events received from the cut on: plain raw rows
+            parts += raw_parts(query, replace(shape, visit_grain=False), ranges, params)
     return parts
 
 
@@ -180,12 +191,19 @@ def goal_tails(
     query: Query, prefixes: Sequence[Prefix], params: Params, goals: Sequence[Goal]
 ) -> list[str]:
     """The tails of the prefixed days of a breakdown by goal, for goals of one rollup
-    row each; the prefixes' own rows are goal_parts.goal_rollup_part's."""
-    by_bounds: dict[tuple[datetime, datetime, datetime], list[int]] = defaultdict(list)
-    for prefix in prefixes:
-        by_bounds[(prefix.start, prefix.end, prefix.until)].append(prefix.site_id)
+    row each; the prefixes' own rows are goal_parts.goal_rollup_part's (rollup_events)."""
     tz = params.add(query.period.timezone, cast="::text")
     return [
-        goal_tail(sorted(sites), bounds, tz, params, goals)
-        for bounds, sites in sorted(by_bounds.items())
+        goal_tail(sites, bounds, tz, params, goals)
+        for bounds, sites in _by_bounds(prefixes, events=True)
     ]
+
+
+def _by_bounds(
+    prefixes: Sequence[Prefix], *, events: bool
+) -> list[tuple[tuple[datetime, datetime, datetime], list[int]]]:
+    """The prefixes' sites grouped by their bounds (Prefix.bounds), each group one tail."""
+    grouped: dict[tuple[datetime, datetime, datetime], list[int]] = defaultdict(list)
+    for prefix in prefixes:
+        grouped[prefix.bounds(events)].append(prefix.site_id)
+    return sorted((bounds, sorted(sites)) for bounds, sites in grouped.items())

@@ -3,7 +3,8 @@ by goal (docs/read-model.md, "The open day"), which add to the prefix's rollup_e
 rows exactly.
 
 A prefixed day D (stats/prefix.py) is its prefix, the events received in [D's start,
-`until`), plus its tail, the events received in [`until`, end). Pageviews and events
+`until`), plus its tail, the events received in [`until`, end), where `until` is the
+prefix's `events_until` (rollup_events' cut; Prefix.bounds). Pageviews and events
 add. Visitors and visits are distinct ids over the events of a value, so a tail event
 of value v counts its visit only if that session has no prefix event of value v, and
 its visitor only if no session of that visitor id has one.
@@ -30,7 +31,8 @@ from picolytics.stats.shape import Shape
 from picolytics.stats.sql import COUNTED_EVENT, Params, local_key, part, with_prop_key
 from picolytics.storage.goals import Goal
 
-Bounds = tuple[datetime, datetime, datetime]  # the day's start, the tail's end, until
+# The day's start, the tail's end, and `until`: rollup_events' cut (Prefix.bounds).
+Bounds = tuple[datetime, datetime, datetime]
 
 
 def _on(expression: str, alias: str) -> str:

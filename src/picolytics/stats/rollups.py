@@ -43,11 +43,13 @@ WHERE d.site_id = ANY(%(sites)s::integer[]) AND d.timezone = %(tz)s
   AND (d.day + 1)::timestamp AT TIME ZONE %(tz)s <= %(end)s::timestamptz
   AND NOT EXISTS (SELECT FROM rollup_stale x WHERE x.site_id = d.site_id AND x.day = d.day)
   -- A filtered query on a segment: days that have its rollups, and where it splits no
-  -- visitor unless the query may add the visitors of several values anyway.
+  -- visitor unless the query may add the visitors of several values anyway or the
+  -- day has the split counts that correct them (rollup_segment_splits).
   AND (%(campaigns)s IS NOT TRUE OR d.campaigns)
   AND (%(segment)s::text IS NULL
        OR (%(segment)s::text = ANY(d.segments)
-           AND (%(any_day)s OR NOT %(segment)s::text = ANY(d.split_segments))))
+           AND (%(any_day)s OR d.segment_splits
+                OR NOT %(segment)s::text = ANY(d.split_segments))))
 ORDER BY d.site_id, d.day
 """
 
@@ -128,6 +130,8 @@ def rollup_parts(
         parts.append(_dimension_part("rollup_visits", query, shape, days, params))
     if shape.event_grain:
         parts.append(_dimension_part("rollup_events", query, shape, days, params))
+    if shape.segment is not None and not shape.segment_any_day:
+        parts.append(_split_correction(query, shape, days, params))
     return parts
 
 
@@ -174,6 +178,36 @@ def _dimension_part(
     from_where = (
         f"FROM {table} r JOIN {rolled_days} ON r.site_id = u.site_id AND r.day = u.day\n"
         "WHERE " + "\n  AND ".join(where)
+    )
+    return part(columns, from_where)
+
+
+def _split_correction(query: Query, shape: Shape, rolled_days: str, params: Params) -> str:
+    """The visitors the segment rollup rows count twice (sql/0019_segment_splits.sql):
+    a visitor whose set of segment values at a row has k values the filter keeps is
+    in k of those rows, so k - 1 are taken off. Days the segment splits no visitor have
+    no rows here; a day with split visitors is used only when rolled with its counts
+    (USABLE_DAYS). The visitors come from the visit grain's rows, or for a breakdown by
+    page from the event grain's (as in _dimension_part)."""
+    assert query.filters is not None and shape.segment is not None
+    by_page = shape.dimension == "page"  # the one event dimension of the segment rollups
+    kept = value_condition(query.filters, "v.segment_value", params)
+    columns = {
+        "k": "r.day",
+        "parent": "r.parent",
+        "value": "r.value",
+        "visitors": f"""-(r.visitors * greatest((
+           SELECT count(*) FROM unnest(r.segment_values) AS v (segment_value)
+           WHERE {kept}) - 1, 0))""",
+    }
+    where = [
+        f"r.segment = {params.add(shape.segment, cast='::text')}",
+        f"r.grain = {params.add('events' if by_page else 'visits', cast='::text')}",
+        f"r.dimension = {params.add(shape.dimension or '', cast='::text')}",
+    ]
+    from_where = (
+        f"FROM rollup_segment_splits r JOIN {rolled_days}"
+        " ON r.site_id = u.site_id AND r.day = u.day\nWHERE " + "\n  AND ".join(where)
     )
     return part(columns, from_where)
 

@@ -60,6 +60,7 @@ DISTRIBUTED_TABLES = (
     "rollup_hours",
     "rollup_segment_visits",
     "rollup_segment_events",
+    "rollup_segment_splits",
     "rollup_prefix",
     "imported_days",
     "imported_visitors",

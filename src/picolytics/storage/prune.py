@@ -164,6 +164,7 @@ def _rollup_rows(cutoff: date) -> list[_Expired]:
         _Expired("rollups", sql.Identifier("rollup_events"), "day", cutoff),
         _Expired("rollups", sql.Identifier("rollup_segment_visits"), "day", cutoff),
         _Expired("rollups", sql.Identifier("rollup_segment_events"), "day", cutoff),
+        _Expired("rollups", sql.Identifier("rollup_segment_splits"), "day", cutoff),
         # Local wall-clock hours: the first hour of the cut-off day is its midnight.
         _Expired(
             "rollups", sql.Identifier("rollup_hours"), "hour", datetime.combine(cutoff, time.min)

@@ -41,12 +41,13 @@ from picolytics.errors import RollupError, RollupOptionError, first_line
 from picolytics.storage.pipeline import WRITE_TIMEOUT_S
 from picolytics.storage.rollup import roll_day
 from picolytics.storage.rollup_prefix import (
+    EVENT_DELAY,
     clear_prefixes,
     due_prefixes,
-    prefix_until,
+    prefix_bounds,
     roll_prefix,
 )
-from picolytics.storage.writer import MARK_AGE
+from picolytics.storage.writer import EVENT_MARK_AGE, MARK_AGE
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ ROLL_DELAY = timedelta(hours=1)
 SAFETY_FACTOR = 10
 if SAFETY_FACTOR * timedelta(seconds=WRITE_TIMEOUT_S) > ROLL_DELAY - MARK_AGE:
     raise AssertionError("ROLL_DELAY - MARK_AGE must exceed the writer's longest write")
+# The same for an open day's events, which a prefix holds up to EVENT_DELAY ago.
+if SAFETY_FACTOR * timedelta(seconds=WRITE_TIMEOUT_S) > EVENT_DELAY - EVENT_MARK_AGE:
+    raise AssertionError("EVENT_DELAY - EVENT_MARK_AGE must exceed the writer's longest write")
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s::bigint)"
 LOCK = "SELECT pg_advisory_lock(%s::bigint)"
@@ -167,6 +171,7 @@ CLEAR_DAYS = (
     "DELETE FROM rollup_events WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
     "DELETE FROM rollup_segment_visits WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
     "DELETE FROM rollup_segment_events WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
+    "DELETE FROM rollup_segment_splits WHERE site_id = %(site_id)s AND day = ANY(%(days)s::date[])",
     "DELETE FROM rollup_hours WHERE site_id = %(site_id)s"
     " AND hour >= %(first)s::date AND hour < %(last)s::date + 1"
     " AND hour::date = ANY(%(days)s::date[])",
@@ -341,20 +346,22 @@ async def _roll_prefixes(
     site_id: int | None = None,
     every: bool = False,
 ) -> RollupReport:
-    """After the days: the prefix of each site's open day, up to the last hour boundary
-    before `closed_before`, where it is missing, behind or stale (`every`: all)."""
-    until = await prefix_until(connection, closed_before)
+    """After the days: the prefix of each site's open day, up to the last VISIT_STEP
+    boundary before `closed_before` (its events further, storage/rollup_prefix.py), where it is
+    missing, behind or stale (`every`: all)."""
+    events_before = closed_before + (ROLL_DELAY - EVENT_DELAY)
+    bounds = await prefix_bounds(connection, closed_before, events_before)
     rolled = 0
     failed = list(report.failed)
     # Site by site, so that on Citus each statement stays in one site's shard.
     pending = [
         found
         for site in await _site_ids(connection, site_id)
-        for found in await due_prefixes(connection, until, site_id=site, every=every)
+        for found in await due_prefixes(connection, bounds, site_id=site, every=every)
     ]
     for due in pending:
         try:
-            await roll_prefix(connection, due.site_id, due.day, due.timezone, until)
+            await roll_prefix(connection, due, bounds)
         except psycopg.Error as error:
             if connection.broken or connection.closed:
                 raise
@@ -362,7 +369,11 @@ async def _roll_prefixes(
             log.warning("rollup of %s's open day %s failed: %s", due.domain, due.day, error)
         else:
             rolled += 1
-            log.debug("rollup: rolled %s's open day %s up to %s", due.domain, due.day, until)
+            log.debug(
+                "rollup: rolled %s's open day %s up to %s (events %s)%s",
+                due.domain, due.day, bounds.until, bounds.events_until,
+                "" if due.whole else ", its events only",
+            )  # fmt: skip
     return replace(report, prefixes=rolled, failed=tuple(failed))
 
 

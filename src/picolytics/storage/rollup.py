@@ -12,6 +12,7 @@ from psycopg import AsyncConnection
 
 from picolytics.storage.rollup_segments_sql import (
     DELETE_SEGMENT_EVENTS,
+    DELETE_SEGMENT_SPLITS,
     DELETE_SEGMENT_VISITS,
     MARK_SEGMENTS,
     ROLL_SEGMENTS,
@@ -23,6 +24,7 @@ STATEMENTS = (
     *ROLL_DAY,
     DELETE_SEGMENT_VISITS,
     DELETE_SEGMENT_EVENTS,
+    DELETE_SEGMENT_SPLITS,
     *ROLL_SEGMENTS,
     MARK_SEGMENTS,
 )

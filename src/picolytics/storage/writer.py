@@ -93,14 +93,21 @@ DISABLE_NESTED_LOOPS = "SET enable_nestloop = off"
 # ROLL_DELAY = 1 h) is kept well above WRITE_TIMEOUT_S: an unmarked write always
 # commits before its day can be rolled, and the roll sees it. MARK_AGE itself is as
 # large as that allows, so the ordinary stragglers (a batch in flight at midnight, a
-# short outage's backlog, a visit that goes on past midnight) mark nothing: their day
-# is not rolled yet anyway. Both clocks are the database's (now()), never a server's.
-# An open day's prefix (storage/rollup_prefix.py) holds the rows older than an hour
+# short outage's backlog, a visit that goes on past midnight) mark nothing for it.
+# Both clocks are the database's (now()), never a server's.
+# An open day's prefix (storage/rollup_prefix.py) holds the visits older than a
 # boundary ROLL_DELAY old, so the same margin covers it: a batch also marks the day of
-# an event received, or of a visit whose previous last_seen_at was, more than MARK_AGE
-# before its transaction began, whether or not that day has ended.
+# a visit whose previous last_seen_at was more than MARK_AGE before its transaction
+# began, whether or not that day has ended.
 MARK_AGE = timedelta(minutes=45)
 _MARK_AGE = f"interval '{int(MARK_AGE.total_seconds())} seconds'"
+# A prefix's events reach closer to now than its visits (storage/rollup_prefix.py,
+# EVENT_DELAY), so a new event is late sooner: a batch marks the day of any new event
+# received more than EVENT_MARK_AGE before its transaction began, ended or not. The
+# same argument as above, with EVENT_DELAY - EVENT_MARK_AGE as the margin. Events are
+# written within seconds of receipt, so only a backlog marks.
+EVENT_MARK_AGE = timedelta(minutes=5)
+_EVENT_MARK_AGE = f"interval '{int(EVENT_MARK_AGE.total_seconds())} seconds'"
 
 # Only events inserted now (not already present from an earlier try) reach the
 # session aggregates; session details come from each session's first new event.
@@ -170,10 +177,10 @@ ON CONFLICT (site_id, session_id) DO UPDATE SET
 RETURNING xmax = 0 AS opened, s.site_id, s.session_id, s.started_at
 ), late AS (  -- column names in the SELECT: Citus loses a CTE's column list
     -- any_day: the write may change an open day's prefix (storage/rollup_prefix.py),
-    -- so its day is marked even if it has not ended: an event received, or a visit
-    -- extended that was last seen, before MARK_AGE ago.
+    -- so its day is marked even if it has not ended: an event received before
+    -- EVENT_MARK_AGE ago, or a visit extended that was last seen before MARK_AGE ago.
     SELECT site_id, received_at AS at, true AS any_day FROM inserted
-    WHERE received_at < now() - {_MARK_AGE}
+    WHERE received_at < now() - {_EVENT_MARK_AGE}
     UNION ALL
     SELECT u.site_id, u.started_at, p.last_seen_at < now() - {_MARK_AGE}
     FROM upserted u LEFT JOIN previous p
