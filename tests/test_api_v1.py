@@ -504,9 +504,6 @@ BAD: list[tuple[str, dict[str, str], str]] = [
      "property to show a breakdown by."),
     ("breakdown", {"property": "visit:nope"}, "Invalid property 'visit:nope'. Please provide a "
      f"valid property for the breakdown endpoint: {PROPERTIES_DOCS}"),
-    ("breakdown", {"property": "event:hostname"}, "Property 'event:hostname' is currently not "
-     "supported for breakdowns.  Please provide a valid property for the breakdown endpoint: "
-     f"{PROPERTIES_DOCS}"),
     ("breakdown", {"property": "event:props:plan", "metrics": "bounce_rate"},
      "Session metric `bounce_rate` cannot be queried for breakdown by `event:props:plan`."),
     ("breakdown", OS | {"metrics": "views_per_visit"},
@@ -533,11 +530,6 @@ NOT_YET: list[tuple[str, dict[str, str], str]] = [
         "Not supported yet by picolytics: visit:city is Plausible's GeoNames id",
     ),
     (
-        "aggregate",
-        {"filters": "event:hostname==example.com"},
-        "Not supported yet by picolytics: event:hostname",
-    ),
-    (
         "breakdown",
         {"property": "event:name"},
         'Not supported yet by picolytics: event:name "pageview"',
@@ -545,7 +537,7 @@ NOT_YET: list[tuple[str, dict[str, str], str]] = [
     (
         "aggregate",
         {"filters": "event:page==/", "metrics": "time_on_page"},
-        "Not supported yet by picolytics: the query layer has no time on page",
+        "Not supported yet by picolytics: time_on_page on the Stats API v1; the Stats API v2",
     ),
     (
         "breakdown",

@@ -833,8 +833,7 @@ def test_bad_goal_queries_say_what_is_wrong(
                 dimensions=["event:page"],
                 filters=[["is", "visit:region", ["US-IL"]]],
             ),
-            "#/metrics/0: Not supported yet by picolytics: scroll_depth: picolytics records no "
-            "scroll depth. (and 1 more: #/filters/0)",
+            "#/filters/0: Not supported yet by picolytics: visit:region is Plausible's code",
         ),
         (
             body(dimensions=["visit:utm_medium", "visit:utm_source"]),  # pagination-query.json

@@ -68,6 +68,7 @@ def test_typical_body_fills_every_field() -> None:
         pixel_depth=24,
         timezone="Europe/Berlin",
         hash_path="",
+        hostname="example.com",
     )
 
 

@@ -562,7 +562,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("unknown dimension", {"breakdown": Breakdown("pages")}, "breakdown"),  # type: ignore[arg-type]
     (
         "visit metric by event",
-        {"metrics": ("bounce_rate",), "breakdown": Breakdown("page")},
+        {"metrics": ("bounce_rate",), "breakdown": Breakdown("event")},
         "metrics",
     ),
     ("filter prop without key", {"filters": Condition("prop", "is", ("x",))}, "filters.prop_key"),

@@ -176,6 +176,9 @@ class Dataset:
     roll_at: timedelta | None = None
 
 
+HOSTS = ("a.example", "", "b.a.example")
+
+
 def base_of(dataset: Dataset, now: datetime) -> datetime:
     if dataset.base is not None:
         return dataset.base
@@ -210,6 +213,8 @@ def queued_events(visits: Sequence[Visit], base: datetime, now: datetime) -> lis
             source, medium, campaign, content, term = visit.utm
             page = replace(
                 PAGE,
+                # A page's host: several per site and visit, and "" as stored before 0020.
+                hostname=HOSTS[(visit.person + number) % len(HOSTS)],
                 name=step.name,
                 site=DOMAINS[visit.site],
                 path=step.path,
@@ -612,6 +617,8 @@ def observed_values(raw: Raw) -> Values:
     for event in raw.events:
         if event.is_pageview:
             of["page"].add(event.path)
+        if event.counted:
+            of["hostname"].add(event.hostname)
         if event.is_custom:
             of["event"].add(event.name)
             for key, value in (event.props or {}).items():
@@ -969,7 +976,7 @@ def rollup_shaped(query: Query) -> bool:
 def segment_of(query: Query) -> str | None:
     """The segment whose rollups answer a filtered query, if any."""
     dimension = query.breakdown.dimension if query.breakdown else None
-    if query.filters is None or dimension in ("event", "prop"):
+    if query.filters is None or dimension in ("event", "prop", "hostname"):
         return None
     found = {c.dimension for c in leaves(query.filters)}
     if len(found) != 1 or dimension in found:

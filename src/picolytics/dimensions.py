@@ -18,9 +18,17 @@ Metric = Literal[
     "events",
     "bounces",
     "total_duration",  # the sum of the visits' durations, s (the export's total)
+    "scroll_depth",  # mean of each visit's deepest scroll (of each page), percent
+    "time_on_page",  # engaged time per visit (of each page), seconds
 ]
-METRICS: Final[tuple[Metric, ...]] = get_args(Metric)
-# Metrics of the visit grain only: no meaning for a breakdown by an event dimension.
+ALL_METRICS: Final[tuple[Metric, ...]] = get_args(Metric)
+# Metrics of engagement events, answered from raw rows (stats/engagement.py): in no
+# rollup, and by no breakdown but page.
+ENGAGEMENT_METRICS: Final = frozenset({"scroll_depth", "time_on_page"})
+# The metrics that rollups and raw rows add up alike (stats/assemble.py): all others.
+METRICS: Final[tuple[Metric, ...]] = tuple(m for m in ALL_METRICS if m not in ENGAGEMENT_METRICS)
+# Metrics of the visit grain only: no meaning for a breakdown by an event dimension,
+# but by page they are the visits' that entered on it (stats/engagement_merge.py).
 VISIT_ONLY_METRICS: Final = frozenset(
     {"views_per_visit", "bounce_rate", "visit_duration", "bounces", "total_duration"}
 )
@@ -28,6 +36,8 @@ VISIT_ONLY_METRICS: Final = frozenset(
 VisitDimension = Literal[
     "entry_page",
     "exit_page",
+    "entry_page_hostname",
+    "exit_page_hostname",
     "source",
     "referrer",
     "channel",
@@ -45,7 +55,7 @@ VisitDimension = Literal[
     "os_version",
     "device",
 ]
-EventDimension = Literal["page", "event", "prop"]
+EventDimension = Literal["page", "event", "prop", "hostname"]
 # The goals (docs/goals.md) a site's events complete: defined per site in the goals
 # table, so the query layer resolves them per query (stats/goal_parts.py).
 GoalDimension = Literal["goal"]
@@ -75,6 +85,9 @@ SEGMENTS: Final[tuple[VisitDimension, ...]] = ("source", "country", "browser", "
 VISIT_COLUMNS: Final[dict[VisitDimension, str]] = {
     "entry_page": "s.entry_path",
     "exit_page": "s.exit_path",
+    # The hosts of those two pages; '' for visits stored before sql/0020_hostnames.sql.
+    "entry_page_hostname": "s.entry_hostname",
+    "exit_page_hostname": "s.exit_hostname",
     # As the `visits` view: a campaign's source first, then the referrer.
     "source": (
         "CASE WHEN s.utm_source <> '' THEN s.utm_source"
@@ -103,10 +116,14 @@ EVENT_COLUMNS: Final[dict[EventDimension, str]] = {
     "page": "e.path",
     "event": "e.name",
     "prop": "(e.props ->> %(prop_key)s)",
+    # The page URL's host; '' for events stored before sql/0020_hostnames.sql.
+    "hostname": "e.hostname",
 }
 # Which event rows each event dimension groups (docs/read-model.md, Breakdowns).
 EVENT_ROWS: Final[dict[EventDimension, str]] = {
     "page": "picolytics_is_pageview(e.name, e.path)",
     "event": "picolytics_is_custom_event(e.name)",
     "prop": "picolytics_is_custom_event(e.name) AND e.props ? %(prop_key)s",
+    # As Plausible's event:hostname: pageviews and custom events alike.
+    "hostname": "(picolytics_is_pageview(e.name, e.path) OR picolytics_is_custom_event(e.name))",
 }

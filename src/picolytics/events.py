@@ -64,6 +64,11 @@ class PageEvent:
     engaged_ms: int | None = None  # `e`: time the page was visible and focused, ms
     scroll_depth: int | None = None  # `sd`: deepest scroll, percent of the page
     interactive: bool = True  # False: the event says nothing about engagement
+    # Host of the page URL itself, normalised like `site` (ingest/urls.py); it differs
+    # from `site` when a Plausible client's `d` names the site and `u` a page of another
+    # host (a subdomain, a staging host). "" when unknown, as for events made outside
+    # ingest and those stored before sql/0020_hostnames.sql.
+    hostname: str = ""
 
 
 @dataclass(frozen=True, slots=True)

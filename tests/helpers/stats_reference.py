@@ -37,6 +37,8 @@ from picolytics.stats.query import And, Condition, Filter, HasDone, Not, Or, Que
 SESSION_COLUMNS: Final[dict[str, str]] = {
     "entry_page": "entry_path",
     "exit_page": "exit_path",
+    "entry_page_hostname": "entry_hostname",
+    "exit_page_hostname": "exit_hostname",
     "referrer": "referrer_host",
     "channel": "channel",
     "utm_source": "utm_source",
@@ -62,7 +64,8 @@ FROM sessions ORDER BY site_id, session_id
 """
 # props as jsonb text: json.loads keeps strings, numbers and booleans as they are.
 SELECT_EVENTS = """
-SELECT site_id, received_at, event_id, session_id, visitor_id, name, path, props::text
+SELECT site_id, received_at, event_id, session_id, visitor_id, name, path, props::text,
+       hostname
 FROM events ORDER BY site_id, received_at, event_id
 """
 
@@ -125,6 +128,7 @@ class RawEvent:
     name: str
     path: str
     props: dict[str, object] | None
+    hostname: str = ""
 
     @property
     def is_pageview(self) -> bool:
@@ -185,6 +189,7 @@ def load(connection: psycopg.Connection[Any]) -> Raw:
         name,
         path,
         props,
+        hostname,
     ) in connection.execute(SELECT_EVENTS).fetchall():
         raw_event = RawEvent(
             site_id,
@@ -195,6 +200,7 @@ def load(connection: psycopg.Connection[Any]) -> Raw:
             name,
             path,
             None if props is None else json.loads(props),
+            hostname,
         )
         events.append(raw_event)
         grouped[(site_id, session_id)].append(raw_event)
@@ -226,6 +232,8 @@ def event_value(event: RawEvent, dimension: str, prop_key: str | None) -> str | 
         if not event.is_custom or event.props is None or prop_key not in event.props:
             return None
         return json_text(event.props[prop_key])
+    if dimension == "hostname":  # as Plausible's event:hostname: pageviews and custom events
+        return event.hostname if event.counted else None
     raise ValueError(dimension)
 
 

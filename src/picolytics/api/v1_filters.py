@@ -33,7 +33,7 @@ PROPERTIES: Final[dict[str, Dimension | None]] = {
     "event:page": "page",
     "event:name": "event",
     "event:goal": "goal",
-    "event:hostname": None,
+    "event:hostname": "hostname",
     "visit:source": "source",
     "visit:channel": "channel",
     "visit:referrer": "referrer",
@@ -54,7 +54,6 @@ PROPERTIES: Final[dict[str, Dimension | None]] = {
     "visit:city": None,
 }
 GAPS: Final[dict[str, str]] = {
-    "event:hostname": "event:hostname has no dimension in picolytics yet",
     "visit:region": (
         "visit:region is Plausible's ISO 3166-2 code; picolytics stores the English name"
     ),

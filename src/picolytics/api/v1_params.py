@@ -157,11 +157,6 @@ def read_property(params: dict[str, str]) -> V1Property:
             "The `property` parameter is required. Please provide at least one property to "
             "show a breakdown by."
         )
-    if name == "event:hostname":
-        raise ApiParamError(
-            "Property 'event:hostname' is currently not supported for breakdowns.  Please "
-            f"provide a valid property for the breakdown endpoint: {DOCS}#properties"
-        )
     found = parse_property(name)
     if found is None:
         raise ApiParamError(

@@ -14,7 +14,7 @@
   the value ascending; `limit` and `page` as limit and offset.
 
 What picolytics cannot answer yet (planned dimensions, time on page, visit metrics by
-page) is an ApiParamError saying so, before any SQL.
+page; v2 answers the last two) is an ApiParamError saying so, before any SQL.
 """
 
 from __future__ import annotations
@@ -83,9 +83,8 @@ def _refuse_gaps(request: V1Request) -> None:
     for metric in request.metrics:
         if by.name == "event:page" and metric in ("bounce_rate", "visit_duration"):
             raise ApiParamError(
-                f"Not supported yet by picolytics: {metric} by event:page: Plausible counts "
-                "the visits that entered on each page; the query layer has no visit metrics "
-                "by an event dimension."
+                f"Not supported yet by picolytics: {metric} by event:page on the Stats API "
+                "v1; the Stats API v2 answers it (of the visits that entered on each page)."
             )
 
 
@@ -115,7 +114,10 @@ def group_rates(request: V1Request) -> bool:
 def plan(request: V1Request, site_id: int) -> Query:
     """The query layer's question for a request of one site."""
     if "time_on_page" in request.metrics:
-        raise ApiParamError("Not supported yet by picolytics: the query layer has no time on page.")
+        raise ApiParamError(
+            "Not supported yet by picolytics: time_on_page on the Stats API v1; "
+            "the Stats API v2 answers it."
+        )
     _refuse_gaps(request)
     metrics: list[Metric] = []
     for metric in request.metrics:

@@ -3,8 +3,8 @@
 `PLAUSIBLE_DIMENSIONS` maps each name Plausible accepts (`visit:country`, `event:page`;
 `event:props:KEY` and the `time` dimensions are handled apart) onto the query layer's
 dimension (dimensions.py; `event:goal` is `goal`, the site's goals by display name), or
-onto None where picolytics has none yet (`event:hostname`, `visit:entry_page_hostname`...):
-those names are accepted and kept, so a caller can tell "not supported yet" from "invalid".
+onto None where picolytics has none yet (none today: the hostnames were the last): such
+names are accepted and kept, so a caller can tell "not supported yet" from "invalid".
 `dimension` reads one name.
 
 Values differ in spelling where Plausible shows an empty value by a name of its
@@ -52,11 +52,11 @@ PLAUSIBLE_DIMENSIONS: Final[dict[str, DimensionInfo]] = {
     "event:name": DimensionInfo("event", "event"),  # ours: custom events only, no "pageview"
     "event:page": DimensionInfo("page", "event"),
     "event:goal": DimensionInfo("goal", "event"),  # display names: "Signup", "Visit /a"
-    "event:hostname": DimensionInfo(None, "event"),
+    "event:hostname": DimensionInfo("hostname", "event"),  # pageviews and custom events
     "visit:entry_page": _visit("entry_page", session=True),
     "visit:exit_page": _visit("exit_page", session=True),
-    "visit:entry_page_hostname": _visit(None, session=True),
-    "visit:exit_page_hostname": _visit(None, session=True),
+    "visit:entry_page_hostname": _visit("entry_page_hostname", session=True),
+    "visit:exit_page_hostname": _visit("exit_page_hostname", session=True),
     "visit:source": _visit("source"),
     "visit:channel": _visit("channel"),
     "visit:referrer": _visit("referrer"),

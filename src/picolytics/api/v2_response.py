@@ -7,9 +7,12 @@
   day of the period, if the week starts before it), a month by its first day. Values
   in Plausible's spelling (api/v2_names.py `shown`; `visit:country_name` spells the
   stored code as the country's English name).
-- metrics as Plausible's numbers: counts as integers; `bounce_rate` (bounces / visits)
-  and `visit_duration` (seconds) rounded to integers, 0 without visits;
-  `views_per_visit` to two decimals, 0 without visits; `percentage` = 100 * the row's
+- metrics as Plausible's numbers: counts as integers; `bounce_rate` (bounces / visits;
+  by event:page from the query layer's tenth) and `visit_duration` (seconds) rounded
+  to integers, 0 without visits;
+  `views_per_visit` to two decimals, 0 without visits; `scroll_depth` (percent) and
+  `time_on_page` (seconds) rounded to integers, null where no visit reported one
+  (stats/engagement.py); `percentage` = 100 * the row's
   visitors / the visitors of the same filters and period, to one decimal, null when
   there are none; `conversion_rate` and `group_conversion_rate` likewise over their
   own denominators (api/v2_conversions.py), 0 when there are none. Plausible rounds
@@ -45,8 +48,9 @@ from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiHasDon
 from picolytics.api.v2_names import ApiDimension, shown
 from picolytics.api.v2_query import ApiMetric, ApiQuery
 from picolytics.api.v2_translate import Answers, Part, Plan
+from picolytics.dimensions import Metric
 from picolytics.stats.periods import zone
-from picolytics.stats.query import Interval, Period, Result, Row
+from picolytics.stats.query import Interval, MetricValue, Period, Result, Row
 
 JSON = dict[str, Any]
 SECOND = timedelta(seconds=1)
@@ -126,11 +130,17 @@ def _rate(metric: ApiMetric, row: Row, under: Denominators) -> float | None:
     return percent(visitors, under.percentage) if under.percentage else None
 
 
+def _bounce_rate(values: dict[Metric, MetricValue]) -> int:
+    if "bounces" not in values:  # by event:page: the entry visits' (v2_translate.py)
+        return round(values["bounce_rate"] or 0)
+    visits = int(values["visits"] or 0)
+    return round(int(values["bounces"] or 0) / visits * 100) if visits else 0
+
+
 def _metric(metric: ApiMetric, row: Row, under: Denominators) -> int | float | None:
     values = row.metrics
     if metric == "bounce_rate":
-        visits = int(values["visits"] or 0)
-        return round(int(values["bounces"] or 0) / visits * 100) if visits else 0
+        return _bounce_rate(values)
     if metric == "visit_duration":
         return round(values["visit_duration"] or 0)
     if metric == "views_per_visit":
@@ -139,6 +149,9 @@ def _metric(metric: ApiMetric, row: Row, under: Denominators) -> int | float | N
         return _rate(metric, row, under)
     if metric in ("visitors", "visits", "pageviews", "events"):
         return int(values[metric] or 0)
+    if metric in ("scroll_depth", "time_on_page"):  # null where no visit reported one
+        found = values[metric]
+        return None if found is None else round(found)
     raise ValueError(f"{metric} is not answered by picolytics yet")  # refused before this
 
 

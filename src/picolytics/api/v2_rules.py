@@ -33,10 +33,8 @@ REVENUE_METRICS: Final = ("total_revenue", "average_revenue")
 # Plausible's metrics of its sessions table only, and of its events table only.
 SESSION_METRICS: Final = ("bounce_rate", "visit_duration", "views_per_visit")
 EVENT_METRICS: Final = ("pageviews", "events", "scroll_depth", "time_on_page")
-METRIC_GAPS: Final[dict[str, str]] = {
-    "scroll_depth": "picolytics records no scroll depth",
-    "time_on_page": "the query layer has no time on page",
-}
+# Plausible's metrics of engagement events: the query layer has them by page only.
+ENGAGEMENT_METRICS: Final = ("scroll_depth", "time_on_page")
 
 
 def check(query: ApiQuery) -> None:
@@ -202,21 +200,15 @@ def _conversions_by_visit(query: ApiQuery) -> list[Unsupported]:
 
 def unsupported(query: ApiQuery) -> list[Unsupported]:
     """What of a valid query the query layer cannot answer yet."""
+    other = next((d for d in query.breakdowns if d.name != "event:page"), None)
     found = [
-        Unsupported(f"#/metrics/{index}", f"{metric}: {METRIC_GAPS[metric]}")
+        Unsupported(
+            f"#/metrics/{index}",
+            f"{metric} by {other.name}: the query layer has {metric} by event:page only",
+        )
         for index, metric in enumerate(query.metrics)
-        if metric in METRIC_GAPS
+        if metric in ENGAGEMENT_METRICS and other is not None
     ]
-    if any(d.name == "event:page" for d in query.dimensions):
-        found += [
-            Unsupported(
-                f"#/metrics/{index}",
-                f"{metric} by event:page: Plausible counts the visits that entered on each "
-                "page; the query layer has no visit metrics by an event dimension",
-            )
-            for index, metric in enumerate(query.metrics)
-            if metric in SESSION_METRICS
-        ]
     found += _conversions_by_visit(query)
     for index, found_dimension in enumerate(query.dimensions):
         gap = dimension_gap(found_dimension)

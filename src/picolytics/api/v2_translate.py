@@ -1,7 +1,9 @@
 """A valid v2 query (ApiQuery) as the query layer's questions: `translate` makes a Plan.
 
 - metrics: each of ours by its name; `bounce_rate` also asks for `bounces` and
-  `visits`, which api/v2_response.py divides as Plausible does (to a whole percent);
+  `visits`, which api/v2_response.py divides as Plausible does (to a whole percent),
+  but by `event:page` (the visits that entered on each page, whose `visits` are not
+  the page's) its tenth of a percent;
   `percentage` asks for `visitors`, and a second Query, `totals`, for the visitors of
   the same filters and period without dimensions (Plausible's denominator);
   `conversion_rate` and `group_conversion_rate` ask for `visitors`, and for the
@@ -68,6 +70,8 @@ _NEEDS: Final[dict[str, tuple[Metric, ...]]] = {
     "percentage": ("visitors",),
     "conversion_rate": ("visitors",),
     "group_conversion_rate": ("visitors",),
+    "scroll_depth": ("scroll_depth",),
+    "time_on_page": ("time_on_page",),
 }
 
 
@@ -109,8 +113,11 @@ def refuse_unsupported(query: ApiQuery) -> None:
 
 def _metrics(query: ApiQuery) -> tuple[Metric, ...]:
     needed: list[Metric] = []
+    by_page = any(d.name == "event:page" for d in query.breakdowns)
     for metric in query.metrics:
-        needed += [m for m in _NEEDS[metric] if m not in needed]
+        # By page, the rate of the visits that entered on it: the query layer's own.
+        needs = ("bounce_rate",) if by_page and metric == "bounce_rate" else _NEEDS[metric]
+        needed += [m for m in needs if m not in needed]
     return tuple(needed)
 
 

@@ -86,7 +86,8 @@ def build_event(
 ) -> PageEvent:
     """The event of a checked name and page URL, its other fields read from `payload`:
     `r` referrer, `lt`/`fb` timings, `sw`/`sh`/`pr`/`pd` screen, `tz` timezone,
-    `p` custom properties, `e` engaged time and `sd` scroll depth (all optional)."""
+    `p` custom properties, `e` engaged time and `sd` scroll depth (all optional).
+    `hostname` is the page URL's host, normalised as `site` is."""
     utm = utm_values(page.query)
     referrer = referrer_host(optional_str(payload, "r"), page.host)
     return PageEvent(
@@ -111,6 +112,8 @@ def build_event(
         engaged_ms=int_in_range(payload, "e", MAX_ENGAGED_MS),
         scroll_depth=int_in_range(payload, "sd", _MAX_SCROLL_PERCENT),
         interactive=interactive,
+        # The page's own host, whatever `site` is: Plausible's event:hostname.
+        hostname=page.host,
     )
 
 

@@ -6,7 +6,8 @@ package) and keep their tags. Fields, each under its short or long name:
               scroll depth (`e` ms, `sd` percent), "Outbound Link: Click" and
               "File Download" become our `outbound` and `download`; any other name
               is a custom event and must be allowed like one sent to /p
-  u/url       page URL (required)
+  u/url       page URL (required); its host is the event's hostname (Plausible's
+              event:hostname), kept apart from the site
   d/domain    the site, as configured in Plausible; the first of a comma-separated
               list (Plausible's roll-ups), falling back to the URL's host. `d` wins:
               `u` names only the page, whatever its host (docs/ingest.md)

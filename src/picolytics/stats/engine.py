@@ -24,6 +24,7 @@ from psycopg.rows import tuple_row
 
 from picolytics.errors import QueryError, QueryTimeoutError, first_line
 from picolytics.stats.assemble import decode, statement
+from picolytics.stats.engagement_merge import answer_in_parts, in_parts
 from picolytics.stats.filters import patterns
 from picolytics.stats.goal_parts import (
     goal_part,
@@ -69,6 +70,10 @@ async def run(
     validate(query)
     try:
         async with snapshot(connection, timeout_s):
+            if in_parts(query):  # engagement, visit metrics by page (stats/engagement_merge.py)
+                return await answer_in_parts(
+                    connection, query, lambda part: _answer(connection, part, use_rollups)
+                )
             return await _answer(connection, query, use_rollups)
     except errors.QueryCanceled as error:
         raise QueryTimeoutError(

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from picolytics.dimensions import (
+    ENGAGEMENT_METRICS,
     EVENT_DIMENSIONS,
     SEGMENTS,
     VISIT_DIMENSIONS,
@@ -86,6 +87,8 @@ def shape_of(query: Query) -> Shape:
         event_grain = not visit_grain
     visit_events = dimension is not None and visit_grain and "events" in metrics
     hourly = query.interval == "hour"
+    if metrics & ENGAGEMENT_METRICS:  # no rollup holds them (stats/engagement.py)
+        return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, False)
     if dimension == "goal":  # from raw rows: stats/goal_parts.py
         return Shape(dimension, prop_key, hourly, False, True, False, False)
     if query.filters is None:
@@ -110,7 +113,8 @@ def _segment_of(filters: Filter, dimension: Dimension | None) -> VisitDimension 
     """The segment of a filter whose conditions are all on that one segment, without
     Not, for a query the segment rollups hold (by nothing, a visit dimension, page)."""
     found = {c.dimension for c in conditions(filters)}
-    if len(found) != 1 or _has_not(filters) or dimension in ("event", "prop"):
+    # Segment event rollups hold the total and pages only (no event, prop, hostname).
+    if len(found) != 1 or _has_not(filters) or dimension in ("event", "prop", "hostname"):
         return None
     (segment,) = found
     return next((s for s in SEGMENTS if s == segment), None)

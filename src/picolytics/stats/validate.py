@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
 from picolytics.dimensions import (
+    ALL_METRICS,
     DIMENSIONS,
+    ENGAGEMENT_METRICS,
     EVENT_DIMENSIONS,
-    METRICS,
     VISIT_ONLY_METRICS,
     Dimension,
     Metric,
@@ -60,7 +61,7 @@ def _one_of(name: str, allowed: tuple[T, ...], field: str, what: str) -> T:
 
 
 def parse_metrics(names: Iterable[str], field: str = "metrics") -> tuple[Metric, ...]:
-    return tuple(_one_of(name, METRICS, field, "metric") for name in names)
+    return tuple(_one_of(name, ALL_METRICS, field, "metric") for name in names)
 
 
 def parse_dimension(name: str, field: str = "breakdown") -> Dimension:
@@ -82,7 +83,7 @@ def validate(query: Query) -> None:
     if not query.metrics:
         raise QueryError("metrics", "ask for at least one metric")
     for metric in query.metrics:
-        _one_of(metric, METRICS, "metrics", "metric")
+        _one_of(metric, ALL_METRICS, "metrics", "metric")
     if len(set(query.metrics)) < len(query.metrics):
         raise QueryError("metrics", "a metric is listed twice")
     if query.interval is not None:
@@ -90,7 +91,9 @@ def validate(query: Query) -> None:
     breakdown = query.breakdown
     if breakdown is not None:
         _check_dimension(breakdown.dimension, breakdown.prop_key, "breakdown")
-        if breakdown.dimension in EVENT_DIMENSIONS or breakdown.dimension == "goal":
+        # By page, they are the visits' that entered on it (stats/engagement_merge.py).
+        by_events = breakdown.dimension in (*EVENT_DIMENSIONS, "goal")
+        if by_events and breakdown.dimension != "page":
             for metric in query.metrics:
                 if metric in VISIT_ONLY_METRICS:
                     raise QueryError(
@@ -98,6 +101,7 @@ def validate(query: Query) -> None:
                         f"{metric} is a metric of visits; a breakdown by "
                         f"{breakdown.dimension} counts events",
                     )
+    _check_engagement(query)
     if query.filters is not None:
         count = _check_filter(query.filters, 1)
         if count > MAX_CONDITIONS:
@@ -108,6 +112,18 @@ def validate(query: Query) -> None:
         raise QueryError("limit", f"must be between 0 and {MAX_LIMIT}")
     if query.offset < 0:
         raise QueryError("offset", "must not be negative")
+
+
+def _check_engagement(query: Query) -> None:
+    """Engagement metrics are of pages (stats/engagement.py): by page or by nothing."""
+    breakdown = query.breakdown
+    for metric in query.metrics:
+        if metric in ENGAGEMENT_METRICS and breakdown is not None and breakdown.dimension != "page":
+            raise QueryError(
+                "metrics",
+                f"{metric} is a metric of pages; a breakdown by page or none, not by "
+                f"{breakdown.dimension}",
+            )
 
 
 def _check_sites(site_ids: tuple[int, ...]) -> None:
@@ -178,7 +194,7 @@ def _check_filter(filter_: Filter, depth: int, behavior: bool = False) -> int:
         raise QueryError(
             "filters",
             "has_done and has_not_done take conditions on events (page, event, prop, "
-            f"goal), not on {filter_.dimension}",
+            f"hostname, goal), not on {filter_.dimension}",
         )
     _one_of(filter_.operator, OPERATORS, "filters", "operator")
     if not filter_.values or len(filter_.values) > MAX_VALUES:

@@ -131,6 +131,9 @@ def retained_bytes(event: QueuedEvent) -> int:
     )
     size = EVENT_OVERHEAD_BYTES
     size += sum(getsizeof(text) for text in strings if text)
+    # /p's hostname is the very string of its site; a Plausible event's is its own.
+    if page.hostname and page.hostname is not page.site:
+        size += getsizeof(page.hostname)
     size += sum(getsizeof(number) for number in numbers if number is not None)
     props = page.props
     if props:

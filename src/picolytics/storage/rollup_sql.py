@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from picolytics.dimensions import EVENT_ROWS, PARENT_OF, VISIT_COLUMNS, VISIT_DIMENSIONS
+from picolytics.dimensions import (
+    EVENT_COLUMNS,
+    EVENT_ROWS,
+    PARENT_OF,
+    VISIT_COLUMNS,
+    VISIT_DIMENSIONS,
+)
 
 # The local day [day 00:00, day + 1 00:00) as instants. Where a zone skips midnight,
 # PostgreSQL reads 00:00 with the offset before the change, which is the day's first
@@ -100,6 +106,8 @@ CROSS JOIN LATERAL (
     SELECT 'page', '', e.path WHERE {EVENT_ROWS["page"]}
     UNION ALL
     SELECT 'event', '', e.name WHERE {EVENT_ROWS["event"]}
+    UNION ALL
+    SELECT 'hostname', '', {EVENT_COLUMNS["hostname"]} WHERE {EVENT_ROWS["hostname"]}
     UNION ALL
     SELECT 'prop', p.key, p.value
     FROM jsonb_each_text(CASE WHEN jsonb_typeof(e.props) = 'object' THEN e.props END) AS p

@@ -65,6 +65,7 @@ STAGING_COLUMNS = (
     ("scroll_depth", "int2"),
     ("props", "jsonb"),
     ("channel", "text"),
+    ("hostname", "text"),
 )
 CREATE_STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS picolytics_staging ("
@@ -125,9 +126,10 @@ _EVENT_MARK_AGE = f"interval '{int(EVENT_MARK_AGE.total_seconds())} seconds'"
 INSERT_EVENTS_AND_SESSIONS = f"""
 WITH inserted AS (
     INSERT INTO events (site_id, received_at, event_id, session_id, visitor_id, name, path,
-                        referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props)
+                        referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props,
+                        hostname)
     SELECT site_id, received_at, event_id, session_id, visitor_id, name, path,
-           referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props
+           referrer_host, load_time_ms, ttfb_ms, engaged_ms, scroll_depth, props, hostname
     FROM picolytics_staging
     ON CONFLICT DO NOTHING
     RETURNING site_id, received_at, event_id
@@ -142,10 +144,15 @@ WITH inserted AS (
            min(received_at) AS started_at, max(received_at) AS last_seen_at,
            count(*) FILTER (WHERE is_pageview) AS pageviews, count(*) AS events,
            bool_or(is_engagement) AS engaged,
-           coalesce((array_agg(path ORDER BY received_at)
+           -- event_id breaks ties, so each host is the one of its path's pageview.
+           coalesce((array_agg(path ORDER BY received_at, event_id)
                      FILTER (WHERE is_pageview))[1], '') AS entry_path,
-           coalesce((array_agg(path ORDER BY received_at DESC)
-                     FILTER (WHERE is_pageview))[1], '') AS exit_path
+           coalesce((array_agg(path ORDER BY received_at DESC, event_id DESC)
+                     FILTER (WHERE is_pageview))[1], '') AS exit_path,
+           coalesce((array_agg(hostname ORDER BY received_at, event_id)
+                     FILTER (WHERE is_pageview))[1], '') AS entry_hostname,
+           coalesce((array_agg(hostname ORDER BY received_at DESC, event_id DESC)
+                     FILTER (WHERE is_pageview))[1], '') AS exit_hostname
     FROM fresh GROUP BY site_id, session_id
 ), firsts AS (
     SELECT DISTINCT ON (site_id, session_id) *
@@ -155,12 +162,12 @@ INSERT INTO sessions AS s (
     site_id, session_id, visitor_id, started_at, last_seen_at, pageviews, events, engaged,
     entry_path, exit_path, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
     utm_term, country, region, city, browser, browser_version, os, os_version, device_type,
-    screen_width, screen_height, timezone, channel)
+    screen_width, screen_height, timezone, channel, entry_hostname, exit_hostname)
 SELECT t.site_id, t.session_id, t.visitor_id, t.started_at, t.last_seen_at, t.pageviews,
        t.events, t.engaged, t.entry_path, t.exit_path, f.referrer_host, f.utm_source,
        f.utm_medium, f.utm_campaign, f.utm_content, f.utm_term, f.country, f.region, f.city,
        f.browser, f.browser_version, f.os, f.os_version, f.device_type, f.screen_width,
-       f.screen_height, f.timezone, f.channel
+       f.screen_height, f.timezone, f.channel, t.entry_hostname, t.exit_hostname
 FROM totals t JOIN firsts f USING (site_id, session_id)
 ORDER BY t.site_id, t.session_id
 ON CONFLICT (site_id, session_id) DO UPDATE SET
@@ -173,7 +180,14 @@ ON CONFLICT (site_id, session_id) DO UPDATE SET
                        AND (s.entry_path = '' OR EXCLUDED.started_at < s.started_at)
                       THEN EXCLUDED.entry_path ELSE s.entry_path END,
     exit_path = CASE WHEN EXCLUDED.exit_path <> '' AND EXCLUDED.last_seen_at >= s.last_seen_at
-                     THEN EXCLUDED.exit_path ELSE s.exit_path END
+                     THEN EXCLUDED.exit_path ELSE s.exit_path END,
+    -- Each host with its path: the same condition, on the row's old values.
+    entry_hostname = CASE WHEN EXCLUDED.entry_path <> ''
+                           AND (s.entry_path = '' OR EXCLUDED.started_at < s.started_at)
+                          THEN EXCLUDED.entry_hostname ELSE s.entry_hostname END,
+    exit_hostname = CASE WHEN EXCLUDED.exit_path <> ''
+                          AND EXCLUDED.last_seen_at >= s.last_seen_at
+                         THEN EXCLUDED.exit_hostname ELSE s.exit_hostname END
 RETURNING xmax = 0 AS opened, s.site_id, s.session_id, s.started_at
 ), late AS (  -- column names in the SELECT: Citus loses a CTE's column list
     -- any_day: the write may change an open day's prefix (storage/rollup_prefix.py),
@@ -256,6 +270,7 @@ def _staging_row(
         page.scroll_depth,
         page.props,
         event.channel,
+        page.hostname,
     )
 
 
