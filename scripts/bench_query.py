@@ -433,7 +433,7 @@ def query_classes(period: str) -> list[tuple[str, Query]]:
 
 def breakdown_query(base: Query, dimension: Dimension) -> Query:
     metrics: tuple[Metric, ...]
-    if dimension == "page":
+    if dimension in ("page", "hostname"):
         metrics = ("visitors", "pageviews")
     elif dimension in ("event", "prop"):
         metrics = ("visitors", "events")

@@ -17,8 +17,6 @@ ALTER TABLE sessions ADD COLUMN exit_hostname text NOT NULL DEFAULT '';
 -- '', so the rows the roller would write for it are its totals (dimension '') under
 -- the value '': added here, as sql/0013_channels.sql did for channels, so rolled days
 -- and prefixes answer exactly as their raw rows do and no day needs rolling again.
--- (Segment event rollups hold '' and 'page' only: a hostname breakdown never reads
--- them, stats/shape.py.)
 INSERT INTO rollup_events (site_id, day, dimension, parent, value,
                            visitors, visits, pageviews, events)
 SELECT site_id, day, 'hostname', '', '', visitors, visits, pageviews, events
@@ -37,6 +35,12 @@ INSERT INTO rollup_visits (site_id, day, dimension, parent, value,
 SELECT site_id, day, 'exit_page_hostname', '', '',
        visitors, visits, bounces, duration_s, pageviews
 FROM rollup_visits
+WHERE dimension = '';
+
+INSERT INTO rollup_segment_events (site_id, day, segment, segment_value, dimension, value,
+                                   visitors, visits, pageviews, events)
+SELECT site_id, day, segment, segment_value, 'hostname', '', visitors, visits, pageviews, events
+FROM rollup_segment_events
 WHERE dimension = '';
 
 INSERT INTO rollup_segment_visits (site_id, day, segment, segment_value, dimension, parent,
@@ -58,5 +62,6 @@ INSERT INTO rollup_segment_splits (site_id, day, segment, grain, dimension, pare
                                    segment_values, visitors)
 SELECT s.site_id, s.day, s.segment, s.grain, d.dimension, '', '', s.segment_values, s.visitors
 FROM rollup_segment_splits s
-CROSS JOIN (VALUES ('entry_page_hostname'), ('exit_page_hostname')) AS d (dimension)
-WHERE s.grain = 'visits' AND s.dimension = '';
+JOIN (VALUES ('visits', 'entry_page_hostname'), ('visits', 'exit_page_hostname'),
+             ('events', 'hostname')) AS d (grain, dimension) ON d.grain = s.grain
+WHERE s.dimension = '';

@@ -265,7 +265,7 @@ def test_filters_on_hosts_equal_plain_sql(conninfo: str) -> None:
 
 
 # Every shape the rollups hold for the new dimensions: plain breakdowns, a filter on the
-# breakdown's own dimension, and a segment filter (its visit rollups, or raw for hosts).
+# breakdown's own dimension, and a segment filter (its visit and event rollups).
 COUNTRY_DE: Filter = Condition("country", "is", ("DE",))
 ROLLED: list[dict[str, Any]] = [
     {"metrics": EVENT_METRICS, "breakdown": Breakdown("hostname")},
@@ -297,14 +297,15 @@ def test_the_rollups_answer_as_the_raw_rows(conninfo: str) -> None:
         after = ask(conninfo, **fields)
         assert after.rows == before.rows, fields
         assert after.path == "rollup", fields
-    # A hostname breakdown on a segment: the segment's event rollups hold no hosts.
+    # A hostname breakdown on a segment: the segment's event rollups hold hosts too.
     segmented: dict[str, Any] = {
         "metrics": EVENT_METRICS,
         "breakdown": Breakdown("hostname"),
         "filters": COUNTRY_DE,
     }
-    assert shape_of(Query((1,), PERIOD, **segmented)).segment is None
-    assert ask(conninfo, **segmented).rows == ask(conninfo, rollups=False, **segmented).rows
+    assert shape_of(Query((1,), PERIOD, **segmented)).segment == "country"
+    answer = ask(conninfo, **segmented)
+    assert (answer.rows, answer.path) == (ask(conninfo, rollups=False, **segmented).rows, "rollup")
 
 
 def test_days_rolled_before_the_migration_answer_as_their_raw_rows(
@@ -321,7 +322,13 @@ def test_days_rolled_before_the_migration_answer_as_their_raw_rows(
         migrated_database,
         "".join(
             f"DELETE FROM {table} WHERE dimension LIKE '%hostname';"
-            for table in ("rollup_events", "rollup_visits", "rollup_segment_visits")
+            for table in (
+                "rollup_events",
+                "rollup_visits",
+                "rollup_segment_visits",
+                "rollup_segment_events",
+                "rollup_segment_splits",
+            )
         ),
     )
     cases: list[dict[str, Any]] = [
@@ -332,6 +339,7 @@ def test_days_rolled_before_the_migration_answer_as_their_raw_rows(
             "breakdown": Breakdown("exit_page_hostname"),
             "filters": COUNTRY_DE,
         },
+        {"metrics": EVENT_METRICS, "breakdown": Breakdown("hostname"), "filters": COUNTRY_DE},
     ]
     raw = [ask(migrated_database, rollups=False, **fields).rows for fields in cases]
     assert all(rows and rows[0].value == "" for rows in raw)

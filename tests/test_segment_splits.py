@@ -28,7 +28,13 @@ METRICS: tuple[Metric, ...] = ("visitors", "visits", "pageviews")
 def visit(hour: int, visitor: int, source: str, *paths: str) -> list[QueuedEvent]:
     start = DAY + timedelta(hours=hour)
     return [
-        event(start + timedelta(minutes=n), visitor, path=path, referrer_host=source)
+        event(
+            start + timedelta(minutes=n),
+            visitor,
+            path=path,
+            referrer_host=source,
+            hostname="b.example.com" if path == "/b" else "example.com",  # two hosts
+        )
         for n, path in enumerate(paths or ("/",))
     ]
 
@@ -60,6 +66,7 @@ SHAPES: list[tuple[Interval | None, Breakdown | None]] = [
     (None, None),
     ("day", None),
     (None, Breakdown("page")),
+    (None, Breakdown("hostname")),
     (None, Breakdown("entry_page")),
     ("day", Breakdown("exit_page")),
 ]

@@ -976,7 +976,7 @@ def rollup_shaped(query: Query) -> bool:
 def segment_of(query: Query) -> str | None:
     """The segment whose rollups answer a filtered query, if any."""
     dimension = query.breakdown.dimension if query.breakdown else None
-    if query.filters is None or dimension in ("event", "prop", "hostname"):
+    if query.filters is None or dimension in ("event", "prop"):
         return None
     found = {c.dimension for c in leaves(query.filters)}
     if len(found) != 1 or dimension in found:

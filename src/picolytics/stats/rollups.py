@@ -188,9 +188,10 @@ def _split_correction(query: Query, shape: Shape, rolled_days: str, params: Para
     in k of those rows, so k - 1 are taken off. Days the segment splits no visitor have
     no rows here; a day with split visitors is used only when rolled with its counts
     (USABLE_DAYS). The visitors come from the visit grain's rows, or for a breakdown by
-    page from the event grain's (as in _dimension_part)."""
+    page or host from the event grain's (as in _dimension_part)."""
     assert query.filters is not None and shape.segment is not None
-    by_page = shape.dimension == "page"  # the one event dimension of the segment rollups
+    # The event dimensions of the segment rollups: their visitors are the event grain's.
+    by_event = shape.dimension in ("page", "hostname")
     kept = value_condition(query.filters, "v.segment_value", params)
     columns = {
         "k": "r.day",
@@ -202,7 +203,7 @@ def _split_correction(query: Query, shape: Shape, rolled_days: str, params: Para
     }
     where = [
         f"r.segment = {params.add(shape.segment, cast='::text')}",
-        f"r.grain = {params.add('events' if by_page else 'visits', cast='::text')}",
+        f"r.grain = {params.add('events' if by_event else 'visits', cast='::text')}",
         f"r.dimension = {params.add(shape.dimension or '', cast='::text')}",
     ]
     from_where = (

@@ -113,8 +113,8 @@ def _segment_of(filters: Filter, dimension: Dimension | None) -> VisitDimension 
     """The segment of a filter whose conditions are all on that one segment, without
     Not, for a query the segment rollups hold (by nothing, a visit dimension, page)."""
     found = {c.dimension for c in conditions(filters)}
-    # Segment event rollups hold the total and pages only (no event, prop, hostname).
-    if len(found) != 1 or _has_not(filters) or dimension in ("event", "prop", "hostname"):
+    # Segment event rollups hold the total, pages and hosts only (no event, prop).
+    if len(found) != 1 or _has_not(filters) or dimension in ("event", "prop"):
         return None
     (segment,) = found
     return next((s for s in SEGMENTS if s == segment), None)

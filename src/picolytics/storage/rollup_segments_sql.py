@@ -66,7 +66,8 @@ GROUP BY segment_value, dimension, parent, value
 """
 
 
-# The day's counted events per segment value of their visit, in total and by page,
+# The day's counted events per segment value of their visit, in total, by page and by
+# host,
 # all segments in one statement (the join of events to visits is the costly part):
 # per visitor and visit first, so visits are a count of groups.
 _SEGMENT_VALUES: Final = ",\n           ".join(
@@ -89,6 +90,8 @@ FROM (SELECT g.segment, g.segment_value, d.dimension, d.value, s.visitor_id, s.s
           SELECT '', '' WHERE {COUNTED}
           UNION ALL
           SELECT 'page', e.path WHERE {EVENT_ROWS["page"]}
+          UNION ALL
+          SELECT 'hostname', e.hostname WHERE {COUNTED}
       ) AS d (dimension, value)
       WHERE {EVENTS_OF_DAY}
       GROUP BY 1, 2, 3, 4, 5, 6) per_visit
@@ -127,10 +130,11 @@ GROUP BY dimension, parent, value, segment_values
 
 
 # The same for rollup_segment_events: the sets of segment values of the visits in which
-# a visitor had the day's counted events (in total, '') or pageviews of a page.
+# a visitor had the day's counted events (in total, '', or of a host) or pageviews of a
+# page.
 ROLL_EVENT_SPLITS: Final = f"""
 WITH events_of_day AS (
-    SELECT s.visitor_id, e.name, e.path, {_SEGMENT_COLUMNS}
+    SELECT s.visitor_id, e.name, e.path, e.hostname, {_SEGMENT_COLUMNS}
     FROM events e
     JOIN sessions s
       ON s.site_id = e.site_id AND s.session_id = e.session_id AND s.pageviews > 0
@@ -152,6 +156,8 @@ FROM (SELECT g.segment, d.dimension, d.value, e.visitor_id,
           SELECT '', ''
           UNION ALL
           SELECT 'page', e.path WHERE {EVENT_ROWS["page"]}
+          UNION ALL
+          SELECT 'hostname', e.hostname
       ) AS d (dimension, value)
       WHERE e.visitor_id IN (SELECT visitor_id FROM split)
       GROUP BY 1, 2, 3, 4
