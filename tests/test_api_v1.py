@@ -529,21 +529,6 @@ NOT_YET: list[tuple[str, dict[str, str], str]] = [
         {"property": "visit:city"},
         "Not supported yet by picolytics: visit:city is Plausible's GeoNames id",
     ),
-    (
-        "breakdown",
-        {"property": "event:name"},
-        'Not supported yet by picolytics: event:name "pageview"',
-    ),
-    (
-        "aggregate",
-        {"filters": "event:page==/", "metrics": "time_on_page"},
-        "Not supported yet by picolytics: time_on_page on the Stats API v1; the Stats API v2",
-    ),
-    (
-        "breakdown",
-        {"property": "event:page", "metrics": "bounce_rate"},
-        "Not supported yet by picolytics: bounce_rate by event:page",
-    ),
     ("aggregate", {"filters": "event:page==" + "x*" * 200}, "filters: "),
 ]
 

@@ -211,10 +211,6 @@ def test_behavioral_answers(
         ),
         ([["has_done"]], "#/filters/0: Invalid filter"),
         ([["has_done", ["is", "event:page", ["/"]], ["is", "event:page", ["/a"]]]], "#/filters/0"),
-        (
-            [["has_done", ["is", "event:name", ["pageview"]]]],
-            '#/filters/0/1: Not supported yet by picolytics: event:name "pageview"',
-        ),
     ],
 )
 def test_bad_behavioral_filters_are_400(

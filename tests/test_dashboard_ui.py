@@ -600,6 +600,11 @@ def test_tabs_metrics_the_site_switcher_and_the_keyboard(page: Page, server: str
     expect(page.locator("#graph-h")).to_have_text("Total pageviews over time")
     expect(page).to_have_url(re.compile(r"metric=pageviews"))
     expect(page.locator("#graph-table tbody td").first).to_have_text("3")  # the 10th: V1 2, V2 1
+    # Custom events: signup only, not the API's "pageview" row of event:name.
+    goals = page.locator("#card-goals")
+    goals.get_by_role("button", name="Custom events", exact=True).click()
+    expect(goals.locator("tbody tr")).to_have_count(1)
+    expect(goals.locator("tbody tr").first).to_contain_text("signup")
     # The keyboard alone: to the first country, and Enter filters by it.
     page.locator("#card-locations").get_by_role("button", name="Filter by Germany").focus()
     page.keyboard.press("Enter")

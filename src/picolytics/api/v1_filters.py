@@ -6,7 +6,9 @@ A property is Plausible's name of a dimension (`visit:browser`, `event:page`,
 of them picolytics cannot answer yet (their `gap`). A filter expression is
 `property==value` or `property!=value`, several joined by `;` (and); a value with
 `|` is any of several values (`\\|` is a literal bar), and one with `*` a wildcard
-(any run of characters), as in Plausible's LegacyStatsAPIFilterParser. Values are
+(any run of characters), as in Plausible's LegacyStatsAPIFilterParser; a condition
+on `event:name` holds for pageviews when the name `pageview` passes it, as in
+Plausible (api/event_names.py). Values are
 compared as Plausible spells them (`(not set)`, `Direct / None`, `Desktop`:
 api/v2_names.py). Every mistake is an ApiParamError with Plausible's message where it
 has one.
@@ -18,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from picolytics.api.event_names import Positive, any_passes, name_filter
 from picolytics.api.v2_names import stored
 from picolytics.dimensions import Dimension
 from picolytics.errors import ApiParamError
@@ -61,7 +64,6 @@ GAPS: Final[dict[str, str]] = {
 }
 # Properties of events that no visit metric goes with (Plausible's event-only ones).
 EVENT_ONLY: Final = frozenset({"event:name", "event:goal"})
-PAGEVIEW_GAP: Final = 'event:name "pageview": the event dimension holds custom events only'
 _BAR: Final = re.compile(r"(?<!\\)\|")  # a bar that is not escaped
 _OPERATOR: Final = re.compile(r"==|!=")
 _SHOWN: Final = 100  # characters of a bad expression an error message repeats
@@ -190,18 +192,23 @@ def unsupported(property_: V1Property) -> ApiParamError:
     return ApiParamError(f"Not supported yet by picolytics: {property_.gap}.")
 
 
-def to_condition(found: V1Condition) -> Condition:
-    """A condition as the query layer's: values spelt as stored, wildcards as patterns."""
+def to_condition(found: V1Condition) -> Filter:
+    """A condition as the query layer's: values spelt as stored, wildcards as patterns;
+    one on event:name holds for pageviews where the name "pageview" passes it
+    (api/event_names.py)."""
     ours = found.on.ours
     if ours is None:
         raise unsupported(found.on)
-    if ours == "event" and "pageview" in found.values:
-        raise ApiParamError(f"Not supported yet by picolytics: {PAGEVIEW_GAP}.")
-    if found.operator in ("matches", "matches_not"):
+    wildcard = found.operator in ("matches", "matches_not")
+    if wildcard:
         values = tuple(page_regex(value) for value in found.values)
     else:
         values = tuple(stored(ours, value) for value in found.values)
-    return Condition(ours, found.operator, values, found.on.prop_key)
+    condition = Condition(ours, found.operator, values, found.on.prop_key)
+    if ours != "event":
+        return condition
+    kind: Positive = "wildcard" if wildcard else "is"
+    return name_filter(condition, kind, bool(any_passes(kind, found.values, True)))
 
 
 def to_filter(conditions: tuple[V1Condition, ...]) -> Filter | None:

@@ -1,7 +1,10 @@
 """A valid v1 request as the query layer's questions, and their answers.
 
 - metrics: each of ours by its name; `bounce_rate` also asks for `bounces` and
-  `visits`, which api/v1_response.py divides as Plausible does (to a whole percent);
+  `visits`, which api/v1_response.py divides as Plausible does (to a whole percent),
+  but by `event:page` (the visits that entered on each page, whose `visits` are not
+  the page's: stats/engagement_merge.py) its tenth of a percent; `time_on_page` is
+  the query layer's (stats/engagement.py);
   `conversion_rate` asks for `visitors`, and a second Query for the visitors without
   the goal and custom property filters (Plausible's denominator): of the period, per
   time bucket in a timeseries, and in a breakdown by anything but goals and custom
@@ -11,10 +14,12 @@
   with Plausible's extra filter of a breakdown by UTM fields, country and entry or
   exit page: no row for an empty value;
 - rows ordered as Plausible orders them: time, then the first metric descending and
-  the value ascending; `limit` and `page` as limit and offset.
+  the value ascending; `limit` and `page` as limit and offset;
+- a breakdown by `event:name` is the custom events' breakdown and a second question
+  for the `pageview` row (api/event_names.py), merged, ordered and paged here.
 
-What picolytics cannot answer yet (planned dimensions, time on page, visit metrics by
-page; v2 answers the last two) is an ApiParamError saying so, before any SQL.
+What picolytics cannot answer yet (planned dimensions) is an ApiParamError saying so,
+before any SQL.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
-from picolytics.api.v1_filters import PAGEVIEW_GAP, V1Condition, to_filter, unsupported
+from picolytics.api.event_names import merged, pageview_question
+from picolytics.api.v1_filters import V1Condition, to_filter, unsupported
 from picolytics.api.v1_metrics import V1Metric
 from picolytics.api.v1_params import V1Request
-from picolytics.api.v2_conversions import GroupKey, group_key, visitors_of
+from picolytics.api.v2_conversions import GroupKey, group_key, ordered, visitors_of
 from picolytics.dimensions import Metric
 from picolytics.errors import ApiParamError
 from picolytics.stats.engine import run
@@ -43,6 +49,7 @@ NEEDS: Final[dict[V1Metric, tuple[Metric, ...]]] = {
     "visit_duration": ("visit_duration",),
     "bounce_rate": ("bounce_rate", "bounces", "visits"),
     "conversion_rate": ("visitors",),
+    "time_on_page": ("time_on_page",),
 }
 # Plausible leaves the empty value out of a breakdown by these (Legacy.Breakdown).
 NO_EMPTY_ROW: Final = frozenset(
@@ -78,14 +85,11 @@ def _refuse_gaps(request: V1Request) -> None:
         return
     if by.gap is not None:
         raise unsupported(by)
-    if by.name == "event:name":
-        raise ApiParamError(f"Not supported yet by picolytics: {PAGEVIEW_GAP}, no pageview row.")
-    for metric in request.metrics:
-        if by.name == "event:page" and metric in ("bounce_rate", "visit_duration"):
-            raise ApiParamError(
-                f"Not supported yet by picolytics: {metric} by event:page on the Stats API "
-                "v1; the Stats API v2 answers it (of the visits that entered on each page)."
-            )
+    if by.name == "event:name" and RATE in request.metrics:
+        raise ApiParamError(
+            "Not supported yet by picolytics: conversion_rate by event:name (the pageview "
+            "row has no denominator of its own yet)."
+        )
 
 
 def _filters(request: V1Request, conditions: tuple[V1Condition, ...]) -> Filter | None:
@@ -104,6 +108,11 @@ def _without_goals(request: V1Request) -> tuple[V1Condition, ...]:
     return tuple(c for c in request.filters if c.on.name != "event:goal" and c.on.prop_key is None)
 
 
+def _by_name(request: V1Request) -> bool:
+    """A breakdown by event:name: its custom events, and a `pageview` row merged here."""
+    return request.by is not None and request.by.name == "event:name"
+
+
 def group_rates(request: V1Request) -> bool:
     """Does conversion_rate divide by each row's own group (Plausible's group
     conversion rate, of a breakdown by anything but goals and custom properties)?"""
@@ -113,19 +122,19 @@ def group_rates(request: V1Request) -> bool:
 
 def plan(request: V1Request, site_id: int) -> Query:
     """The query layer's question for a request of one site."""
-    if "time_on_page" in request.metrics:
-        raise ApiParamError(
-            "Not supported yet by picolytics: time_on_page on the Stats API v1; "
-            "the Stats API v2 answers it."
-        )
     _refuse_gaps(request)
+    by = request.by
+    by_page = by is not None and by.name == "event:page"
     metrics: list[Metric] = []
     for metric in request.metrics:
-        metrics += [m for m in NEEDS[metric] if m not in metrics]
-    by = request.by
+        # By page, the rate of the visits that entered on it: the query layer's own.
+        needs = ("bounce_rate",) if by_page and metric == "bounce_rate" else NEEDS[metric]
+        metrics += [m for m in needs if m not in metrics]
     breakdown = Breakdown(by.ours, by.prop_key) if by is not None and by.ours else None
-    # Rows ordered by a group rate are ordered and paged once divided (v1_response.py).
+    # Rows ordered by a group rate are ordered and paged once divided (v1_response.py),
+    # those by event:name once the pageview row is in (ask).
     paged = breakdown is not None and not (group_rates(request) and request.metrics[0] == RATE)
+    paged = paged and not _by_name(request)
     return Query(
         site_ids=(site_id,),
         period=request.period,
@@ -135,7 +144,8 @@ def plan(request: V1Request, site_id: int) -> Query:
         filters=_filters(request, request.filters),
         limit=request.limit if paged else None,
         offset=request.offset if paged else 0,
-        include_imports=request.with_imported,
+        # Imported data could reach the custom events' rows and not the pageview row.
+        include_imports=request.with_imported and not _by_name(request),
     )
 
 
@@ -152,6 +162,15 @@ async def ask(
     if period is not None:
         query = replace(query, period=period)
     result = await run(connection, query, timeout_s=timeout_s)
+    if _by_name(request):
+        pageviews = await run(connection, pageview_question(query), timeout_s=timeout_s)
+        first = NEEDS[request.metrics[0]][0]
+        rows = ordered(
+            merged(result.rows, pageviews.rows, query),
+            [(first, "desc"), ("value", "asc")],
+            lambda row: 0.0,  # no group rate here (_refuse_gaps)
+        )
+        return Answer(tuple(rows[request.offset : request.offset + request.limit]))
     if RATE not in request.metrics:
         return Answer(result.rows)
     grouped = group_rates(request)

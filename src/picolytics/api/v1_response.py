@@ -14,10 +14,12 @@ Legacy.Timeseries and Legacy.Breakdown).
   its browser or OS.
 
 Numbers as Plausible's: counts as integers, bounce_rate a whole percent of the visits
-and visit_duration whole seconds (0 without visits), views_per_visit with two
-decimals, conversion_rate a percent of the visitors with one decimal (half to even,
-from the exact quotient, as api/v2_conversions.py divides for the v2 endpoint). Keys in
-alphabetical order, as Plausible's maps come out.
+and visit_duration whole seconds (0 without visits; by event:page those of the visits
+that entered on the page), time_on_page whole seconds (0 where no visit reported
+one), views_per_visit with two decimals, conversion_rate a percent of the visitors
+with one decimal (half to even, from the exact quotient, as api/v2_conversions.py
+divides for the v2 endpoint). Keys in alphabetical order, as Plausible's maps come
+out.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from picolytics.api.v1_queries import RATE, Answer, group_rates
 from picolytics.api.v2_conversions import GROUP_RATE, ordered, percent, visitors_of
 from picolytics.api.v2_names import shown
 from picolytics.api.v2_response import bucket_label, time_labels
-from picolytics.dimensions import PARENT_OF
-from picolytics.stats.query import Direction, Row
+from picolytics.dimensions import PARENT_OF, Metric
+from picolytics.stats.query import Direction, MetricValue, Row
 
 JSON = dict[str, Any]
 Number = int | float
@@ -43,12 +45,18 @@ def _elixir_round(value: float) -> int:
     return int(math.copysign(math.floor(abs(value) + 0.5), value))
 
 
+def _bounce_rate(values: dict[Metric, MetricValue]) -> int:
+    if "bounces" not in values:  # by event:page: the entry visits' rate (v1_queries.py)
+        return round(values.get("bounce_rate") or 0)
+    visits = int(values.get("visits") or 0)
+    return round(int(values.get("bounces") or 0) / visits * 100) if visits else 0
+
+
 def value(metric: V1Metric, row: Row, answer: Answer) -> Number:
     """One metric of one row of an answer, as Plausible writes it."""
     values = row.metrics
     if metric == "bounce_rate":
-        visits = int(values.get("visits") or 0)
-        return round(int(values.get("bounces") or 0) / visits * 100) if visits else 0
+        return _bounce_rate(values)
     if metric == "visit_duration":
         return round(values.get("visit_duration") or 0)
     if metric == "views_per_visit":
@@ -57,6 +65,9 @@ def value(metric: V1Metric, row: Row, answer: Answer) -> Number:
         return percent(visitors_of(row), answer.denominator(row))
     if metric in ("visitors", "visits", "pageviews", "events"):
         return int(values.get(metric) or 0)
+    if metric == "time_on_page":  # v1 has no null: 0 where no visit reported one
+        found = values.get("time_on_page")
+        return 0 if found is None else round(found)
     raise ValueError(f"{metric} is not answered by picolytics yet")  # refused before this
 
 

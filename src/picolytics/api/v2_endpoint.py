@@ -13,7 +13,8 @@ One request, in this order:
    translated (api/v2_translate.py): 400 naming the part that is wrong or not
    supported yet;
 5. the query layer's answers (stats/engine.py) to the plan's questions (the main one,
-   and the denominators of percentage and the conversion rates) in one read-only
+   the denominators of percentage and the conversion rates, and the pageview row of a
+   breakdown by event:name: api/v2_answers.py) in one read-only
    snapshot, each statement under QUERY_TIMEOUT_SEC: a QueryError is 400, a timeout
    503; an unreachable database is 503 too. Then 200 with Plausible's shape
    (api/v2_response.py).
@@ -40,16 +41,16 @@ from starlette.responses import JSONResponse, Response
 
 from picolytics.api.auth import Authenticator, BearerKeys, KeyRateLimiter, identify
 from picolytics.api.requests import Connect, Connection, answer, error, find_site, until_disconnect
+from picolytics.api.v2_answers import ask
 from picolytics.api.v2_countries import names_to_codes
 from picolytics.api.v2_query import SiteContext
 from picolytics.api.v2_request import parse, requested_site
 from picolytics.api.v2_response import response
 from picolytics.api.v2_rules import check_goal_names, names_goals
-from picolytics.api.v2_translate import Answers, Plan, translate
+from picolytics.api.v2_translate import translate
 from picolytics.errors import ApiRequestError, QueryError
-from picolytics.stats.engine import run, snapshot
+from picolytics.stats.engine import snapshot
 from picolytics.stats.goals import load_goals
-from picolytics.stats.query import Query, Result
 
 MAX_BODY_BYTES: Final = 64 * 1024
 BODY_READ_TIMEOUT_S: Final = 10.0
@@ -130,19 +131,6 @@ def decode_json(body: bytes) -> object:
     if _lone_surrogate(value):
         raise ApiRequestError("#", "A string holds a lone surrogate: not valid Unicode.")
     return value
-
-
-async def ask(connection: Connection, plan: Plan, timeout_s: float) -> Answers:
-    """The answers to every question of the plan, in the caller's snapshot."""
-
-    async def one(question: Query | None) -> Result | None:
-        if question is None:
-            return None
-        return await run(connection, question, timeout_s=timeout_s)
-
-    main = await run(connection, plan.main, timeout_s=timeout_s)
-    totals = await one(plan.totals)
-    return Answers(main, totals, await one(plan.conversion_totals), await one(plan.group_totals))
 
 
 class QueryApi:

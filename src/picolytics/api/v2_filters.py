@@ -4,7 +4,8 @@
 `{"case_sensitive": false}`, `and`/`or`/`not`, `has_done`/`has_not_done`) into
 `ApiFilter` trees over the dimensions of api/v2_names.py, `leaves` walks their
 conditions, and `unsupported_filters` says what of them the query layer cannot answer
-yet. Every mistake is an ApiRequestError whose field is the JSON pointer of the
+yet (an `event:name` pattern that cannot be matched against "pageview" exactly:
+api/event_names.py). Every mistake is an ApiRequestError whose field is the JSON pointer of the
 offending filter (`#/filters/0/1/2`).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
+from picolytics.api.event_names import NEGATED, any_passes
 from picolytics.api.v2_dates import mismatch, show
 from picolytics.api.v2_names import ApiDimension, dimension
 from picolytics.errors import ApiRequestError, QueryError
@@ -236,6 +238,21 @@ def dimension_gap(found: ApiDimension) -> str | None:
     return None
 
 
+def _name_gap(condition: ApiCondition) -> str | None:
+    """An event:name pattern of which picolytics cannot tell exactly whether the name
+    "pageview" matches it (api/event_names.py)."""
+    if condition.dimension.name != "event:name":
+        return None
+    kind = NEGATED[condition.operator]
+    if any_passes(kind, condition.clauses, condition.case_sensitive) is not None:
+        return None
+    return (
+        "event:name matches a pattern outside the syntax picolytics can match against "
+        '"pageview" exactly (letters, digits, _ / . * + ? ^ $ | ( ) [ ] - and escaped '
+        "punctuation)"
+    )
+
+
 def unsupported_filters(
     filters: tuple[ApiFilter, ...], field: str = "#/filters"
 ) -> list[Unsupported]:
@@ -248,9 +265,7 @@ def unsupported_filters(
 
 def _tree_gaps(tree: ApiFilter, at: str, found: list[Unsupported]) -> None:
     if isinstance(tree, ApiCondition):
-        gap = dimension_gap(tree.dimension)
-        if gap is None and tree.dimension.name == "event:name" and "pageview" in tree.clauses:
-            gap = 'event:name "pageview": the event dimension holds custom events only'
+        gap = dimension_gap(tree.dimension) or _name_gap(tree)
         if gap is not None:
             found.append(Unsupported(at, gap))
     elif isinstance(tree, ApiAnd | ApiOr):

@@ -17,8 +17,9 @@
   there are none; `conversion_rate` and `group_conversion_rate` likewise over their
   own denominators (api/v2_conversions.py), 0 when there are none. Plausible rounds
   its floats half to even (ClickHouse's round); picolytics rounds the exact quotient
-  of the counts half to even. Rows ordered by `group_conversion_rate` are ordered and
-  paged here (Plan.order_after).
+  of the counts half to even. Rows ordered by `group_conversion_rate`, and those by
+  `event:name` (its custom events and its `pageview` row: api/event_names.py), are
+  ordered and paged here (Plan.order_after).
 - `meta`, its keys sorted as Plausible sorts them: with `include.imports`,
   `imports_included`, and when imported data was left out `imports_skip_reason` (and
   `imports_warning`, in Plausible's words, for an unsupported query or interval),
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+from picolytics.api.event_names import merged
 from picolytics.api.v2_conversions import (
     GroupKey,
     group_rate,
@@ -49,6 +51,7 @@ from picolytics.api.v2_names import ApiDimension, shown
 from picolytics.api.v2_query import ApiMetric, ApiQuery
 from picolytics.api.v2_translate import Answers, Part, Plan
 from picolytics.dimensions import Metric
+from picolytics.errors import ApiRequestError
 from picolytics.stats.periods import zone
 from picolytics.stats.query import Interval, MetricValue, Period, Result, Row
 
@@ -165,9 +168,20 @@ def _dimension(dimension: ApiDimension, part: Part, row: Row, first_day: date) -
     return shown(dimension.ours, row.value, dimension.form)
 
 
+def _all_rows(plan: Plan, answers: Answers) -> list[Row]:
+    """The main answer's rows, and by event:name its pageview rows (unordered)."""
+    if plan.pageviews is None:
+        return list(answers.main.rows)
+    if answers.pageviews is None:  # an endpoint that did not ask the plan's question
+        raise ApiRequestError(
+            "#/dimensions", "Not supported yet by picolytics: event:name as a dimension here."
+        )
+    return merged(answers.main.rows, answers.pageviews.rows, plan.main)
+
+
 def _rows(plan: Plan, answers: Answers, under: Denominators) -> list[Row]:
-    """The main answer's rows, ordered and paged here if the plan says so."""
-    rows = list(answers.main.rows)
+    """The rows, ordered and paged here if the plan says so."""
+    rows = _all_rows(plan, answers)
     if not plan.order_after:
         return rows
     query = plan.query
@@ -206,7 +220,8 @@ IMPORTS_WARNINGS: Final = {
 }
 
 
-def meta(query: ApiQuery, main: Result) -> JSON:
+def meta(query: ApiQuery, main: Result, total_rows: int | None = None) -> JSON:
+    """`total_rows`: the rows before pagination, if not the main answer's."""
     found: JSON = {}
     if query.include.imports and main.imports is not None:
         found["imports_included"] = main.imports.included
@@ -219,7 +234,7 @@ def meta(query: ApiQuery, main: Result) -> JSON:
     if query.include.time_labels and time is not None and time.interval is not None:
         found["time_labels"] = time_labels(query.period, time.interval)
     if query.include.total_rows:
-        found["total_rows"] = main.total_rows
+        found["total_rows"] = main.total_rows if total_rows is None else total_rows
     return found
 
 
@@ -260,8 +275,9 @@ def resolved_query(query: ApiQuery, domain: str) -> JSON:
 
 def response(plan: Plan, answers: Answers, domain: str) -> JSON:
     """The whole answer, for the site whose stored domain is `domain`."""
+    total = len(_all_rows(plan, answers)) if plan.pageviews is not None else None
     return {
         "results": results(plan, answers),
-        "meta": dict(sorted(meta(plan.query, answers.main).items())),
+        "meta": dict(sorted(meta(plan.query, answers.main, total).items())),
         "query": resolved_query(plan.query, domain),
     }

@@ -198,6 +198,18 @@ def _conversions_by_visit(query: ApiQuery) -> list[Unsupported]:
     ]
 
 
+def _name_gap(query: ApiQuery, found: ApiDimension) -> str | None:
+    """What a breakdown by event:name (its custom events and a pageview row, merged:
+    api/event_names.py) cannot answer yet."""
+    if found.name != "event:name":
+        return None
+    if "group_conversion_rate" in query.metrics:
+        return "group_conversion_rate by event:name: the pageview row has no group of its own yet"
+    if query.include.imports:
+        return "event:name with include.imports: the pageview row cannot take imported data yet"
+    return None
+
+
 def unsupported(query: ApiQuery) -> list[Unsupported]:
     """What of a valid query the query layer cannot answer yet."""
     other = next((d for d in query.breakdowns if d.name != "event:page"), None)
@@ -211,9 +223,7 @@ def unsupported(query: ApiQuery) -> list[Unsupported]:
     ]
     found += _conversions_by_visit(query)
     for index, found_dimension in enumerate(query.dimensions):
-        gap = dimension_gap(found_dimension)
-        if found_dimension.name == "event:name":
-            gap = 'event:name: the event dimension has custom events only, no "pageview"'
+        gap = dimension_gap(found_dimension) or _name_gap(query, found_dimension)
         if gap is not None:
             found.append(Unsupported(f"#/dimensions/{index}", gap))
     breakdowns = [(i, d) for i, d in enumerate(query.dimensions) if d.grain != "time"]

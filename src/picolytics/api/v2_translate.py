@@ -25,7 +25,11 @@
   total divides every row), the time dimension as "time", the breakdown's dimensions
   as "value"; an order by `group_conversion_rate` is `order_after`: the main question
   then has every row, ordered and paged after the division;
-- pagination: `limit` and `offset`.
+- pagination: `limit` and `offset`;
+- `event:name`: a condition on it holds for pageviews too where the name "pageview"
+  passes it, and a breakdown by it is the custom events' and a second question,
+  `pageviews`, for its `pageview` row (api/event_names.py), merged, ordered and paged
+  in api/v2_response.py (`order_after`).
 
 A query that asks what the query layer cannot answer yet (`ApiQuery.unsupported`) is
 an ApiRequestError naming the first such part and saying it is not supported yet.
@@ -36,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from picolytics.api.event_names import NEGATED, any_passes, name_filter, pageview_question
 from picolytics.api.v2_conversions import GROUP_RATE, counts_conversions
 from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiHasDone, ApiNot, ApiOr
 from picolytics.api.v2_names import ApiDimension, stored
@@ -87,9 +92,12 @@ class Plan:
     # group_conversion_rate's: the same per group of the main question.
     conversion_totals: Query | None = None
     group_totals: Query | None = None
-    # Set when ordered by group_conversion_rate: `main` has every row, in no order;
-    # api/v2_response.py orders them by this (api/v2_conversions.py) and pages them.
+    # Set when ordered by group_conversion_rate, or by event:name: `main` has every
+    # row, in no order; api/v2_response.py orders them by this (api/v2_conversions.py)
+    # and pages them.
     order_after: tuple[tuple[str, Direction], ...] = ()
+    # By event:name: the question of its pageview row (api/event_names.py).
+    pageviews: Query | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class Answers:
     totals: Result | None = None
     conversion_totals: Result | None = None
     group_totals: Result | None = None
+    pageviews: Result | None = None
 
 
 def refuse_unsupported(query: ApiQuery) -> None:
@@ -157,14 +166,22 @@ def _order(query: ApiQuery, parts: dict[str, Part]) -> tuple[tuple[str, Directio
     return tuple(order)
 
 
-def _condition(condition: ApiCondition) -> Condition:
+def _condition(condition: ApiCondition) -> Filter:
     ours = _ours(condition.dimension)
     values = condition.clauses
     if condition.operator in ("is", "is_not"):
         values = tuple(stored(ours, clause) for clause in values)
-    return Condition(
+    found = Condition(
         ours, condition.operator, values, condition.dimension.prop_key, condition.case_sensitive
     )
+    if condition.dimension.name != "event:name":
+        return found
+    # With the pageviews where the name "pageview" passes it (api/event_names.py).
+    kind = NEGATED[condition.operator]
+    pageview = any_passes(kind, condition.clauses, condition.case_sensitive)
+    if pageview is None:  # ApiQuery.unsupported has it: refused before this
+        raise ApiRequestError("#/filters", "an event:name pattern picolytics cannot decide")
+    return name_filter(found, kind, pageview)
 
 
 def _filter(tree: ApiFilter) -> Filter:
@@ -206,7 +223,8 @@ def translate(query: ApiQuery, site_ids: tuple[int, ...]) -> Plan:
     interval = time.interval if time else None
     condition = filters(query)
     order = _order(query, parts)
-    after = order if any(name == GROUP_RATE for name, _ in order) else ()
+    by_name = any(d.name == "event:name" for d in query.breakdowns)
+    after = order if by_name or any(name == GROUP_RATE for name, _ in order) else ()
     main = Query(
         site_ids=site_ids,
         period=query.period,
@@ -237,4 +255,5 @@ def translate(query: ApiQuery, site_ids: tuple[int, ...]) -> Plan:
             include_imports=imports,
         )  # fmt: skip
     columns = tuple(parts[d.name] for d in query.dimensions)
-    return Plan(query, main, totals, columns, conversion_totals, group_totals, after)
+    pageviews = pageview_question(main) if by_name else None
+    return Plan(query, main, totals, columns, conversion_totals, group_totals, after, pageviews)

@@ -86,7 +86,9 @@ export const CARDS = [
     tab("goals", "Goals", ["event:goal"], {
       metrics: ["visitors", "events", "conversion_rate"],
       names: { visitors: "Uniques", events: "Total", conversion_rate: "Conversion rate" } }),
-    tab("events", "Custom events", ["event:name"], { metrics: ["visitors", "events"] }),
+    // The Stats API names pageviews "pageview" under event:name, as Plausible does.
+    tab("events", "Custom events", ["event:name"], {
+      metrics: ["visitors", "events"], filters: [["is_not", "event:name", ["pageview"]]] }),
   ] },
   { id: "props", title: "Properties", property: true, tabs: [
     tab("prop", "Property", null, { metrics: ["visitors", "events"] }),
@@ -117,7 +119,7 @@ function body(t, ctx, metrics, limit) {
     metrics,
     date_range: ctx.range.current,
     dimensions: dimensionsOf(t, ctx),
-    filters: ctx.filters,
+    filters: [...ctx.filters, ...(t.filters || [])],
     pagination: { limit },
     include: ctx.include,
   };
