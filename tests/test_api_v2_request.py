@@ -166,8 +166,8 @@ def test_docs_example_pagination() -> None:
         )
     )
     assert (query.limit, query.offset, query.include.total_rows) == (3, 1, True)
-    # Two breakdowns that are not a value and its parent: one too many for Query.
-    assert [u.field for u in query.unsupported] == ["#/dimensions/1"]
+    # Two dimensions that are not a value and its parent: a Breakdown and its `then`.
+    assert query.unsupported == ()
 
 
 def test_docs_example_behavioral_filters() -> None:

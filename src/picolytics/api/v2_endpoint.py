@@ -59,6 +59,8 @@ _POINTERS: Final = {
     "metrics": "#/metrics",
     "interval": "#/dimensions",
     "breakdown": "#/dimensions",
+    "breakdown.then": "#/dimensions",
+    "include_imports": "#/include/imports",
     "filters": "#/filters",
     "order_by": "#/order_by",
     "limit": "#/pagination/limit",

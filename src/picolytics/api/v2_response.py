@@ -2,9 +2,11 @@
 `meta` and the resolved `query`.
 
 - `results`: one `{"dimensions": [...], "metrics": [...]}` per row, both in the order
-  the query named them. Time buckets as Plausible writes them: `"2024-01-01"` for a
-  day, `"2024-01-01 10:00:00"` for a local hour, a week by its Monday (or the first
-  day of the period, if the week starts before it), a month by its first day. Values
+  the query named them, each dimension read from the part of a Row that
+  Plan.columns names (Row.parent holds a value's parent or a second dimension's
+  value). Time buckets as Plausible writes them: `"2024-01-01"` for a day,
+  `"2024-01-01 10:00:00"` for a local hour, a week by its Monday (or the first day
+  of the period, if the week starts before it), a month by its first day. Values
   in Plausible's spelling (api/v2_names.py `shown`; `visit:country_name` spells the
   stored code as the country's English name).
 - metrics as Plausible's numbers: counts as integers; `bounce_rate` (bounces / visits;
@@ -163,7 +165,8 @@ def _dimension(dimension: ApiDimension, part: Part, row: Row, first_day: date) -
         assert row.time is not None and dimension.interval is not None
         return bucket_label(row.time, dimension.interval, first_day)
     if part == "parent":
-        # The parent's dimension is ours too: PARENT_OF names it (api/v2_rules.py).
+        # The value's parent (PARENT_OF), or a second dimension's value (Breakdown.then):
+        # either is a dimension of ours (api/v2_translate.py).
         return shown(dimension.ours, row.parent, dimension.form)
     return shown(dimension.ours, row.value, dimension.form)
 

@@ -7,9 +7,9 @@ that is not queried, event:goal or event:hostname filters below the top level, w
 metrics go with which dimensions and filters, time labels without a time dimension.
 `check_goal_names` is Plausible's rule that an `is` goal filter names goals the site
 has (the endpoint reads them). `unsupported` lists, with their JSON pointers, the
-parts of a valid query that picolytics cannot answer yet (a second breakdown,
-event:goal with has_done...), for the endpoint to refuse with a clear message
-(docs/api-v2.md).
+parts of a valid query that picolytics cannot answer yet (a third dimension besides
+time, event:goal with another dimension or has_done...), for the endpoint to refuse
+with a clear message (docs/api-v2.md).
 """
 
 from __future__ import annotations
@@ -180,6 +180,59 @@ def child_and_parent(*dimensions: ApiDimension) -> tuple[ApiDimension, ApiDimens
     return None
 
 
+def unrelated_pair(query: ApiQuery) -> tuple[ApiDimension, ApiDimension] | None:
+    """Two dimensions besides time that are not a value and its parent, in the order
+    given: the query layer's Breakdown and its `then` (stats/query.py)."""
+    found = query.breakdowns
+    if len(found) != 2 or child_and_parent(*found) is not None:
+        return None
+    return found[0], found[1]
+
+
+def _pair_gap(query: ApiQuery, pair: tuple[ApiDimension, ApiDimension]) -> str | None:
+    """What of two unrelated dimensions the query layer cannot answer yet."""
+    names = {d.name for d in pair}
+    gaps = [  # goals are resolved, event:name's pageview row merged, on their own
+        f"{d.name} with another dimension besides time"
+        for d in pair
+        if d.name in ("event:goal", "event:name")
+    ]
+    gaps += [
+        f"{d.name} with a dimension other than its {PARENT_OF[d.ours]}"
+        for d in pair
+        if d.ours is not None and d.ours in PARENT_OF
+    ]
+    if "event:page" in names and any(d.ours in ("event", "prop") for d in pair):
+        gaps.append("event:page with a custom event's dimension (page holds pageviews only)")
+    gaps += [
+        f"{m} by event:page with another dimension"
+        for m in query.metrics
+        if m in SESSION_METRICS and "event:page" in names
+    ]
+    if query.include.imports:
+        gaps.append("include.imports with two dimensions besides time")
+    ordered = {name for name, _ in query.order_by or ()}
+    if "group_conversion_rate" in ordered and pair[1].name in ordered:
+        gaps.append(f"order by {pair[1].name} with an order by group_conversion_rate")
+    return gaps[0] if gaps else None
+
+
+def _dimension_count(query: ApiQuery) -> list[Unsupported]:
+    """Two dimensions besides time at most; two unrelated ones as _pair_gap allows."""
+    breakdowns = [(i, d) for i, d in enumerate(query.dimensions) if d.grain != "time"]
+    if len(breakdowns) > 2:
+        return [
+            Unsupported(
+                f"#/dimensions/{index}",
+                "one dimension too many: the query layer has two besides time at most",
+            )
+            for index, _ in breakdowns[2:]
+        ]
+    pair = unrelated_pair(query)
+    gap = None if pair is None else _pair_gap(query, pair)
+    return [] if gap is None else [Unsupported(f"#/dimensions/{breakdowns[1][0]}", gap)]
+
+
 def _conversions_by_visit(query: ApiQuery) -> list[Unsupported]:
     """Pageviews and events by a visit dimension with a goal filter: Plausible counts
     the events that complete the goals (its "Total conversions"); the query layer
@@ -226,17 +279,8 @@ def unsupported(query: ApiQuery) -> list[Unsupported]:
         gap = dimension_gap(found_dimension) or _name_gap(query, found_dimension)
         if gap is not None:
             found.append(Unsupported(f"#/dimensions/{index}", gap))
-    breakdowns = [(i, d) for i, d in enumerate(query.dimensions) if d.grain != "time"]
-    pair = child_and_parent(*(d for _, d in breakdowns))
-    if len(breakdowns) > 1 and pair is None:
-        found += [
-            Unsupported(
-                f"#/dimensions/{index}",
-                "one dimension too many: the query layer "
-                "has one breakdown (a value and its parent at most)",
-            )
-            for index, _ in breakdowns[1:]
-        ]
+    found += _dimension_count(query)
+    pair = child_and_parent(*query.breakdowns)
     if pair is not None:
         found += [
             Unsupported(

@@ -13,8 +13,10 @@
 - the time dimension is the Query's `interval`; one other dimension its `Breakdown`
   (`event:props:KEY` is `Breakdown("prop", KEY)`, `event:goal` is `Breakdown("goal")`),
   and two that are a value and its parent (`visit:country` with `visit:city_name`)
-  one breakdown by the value, whose rows carry the parent (Row.parent); `columns`
-  says which part of a Row each requested dimension reads;
+  one breakdown by the value, whose rows carry the parent (Row.parent); two others,
+  in the order given, the Breakdown of the first and its `then`, the second, whose
+  value the rows carry as their parent; `columns` says which part of a Row each
+  requested dimension reads;
 - filters: `is` with several clauses is our `is` with several values, every operator
   and its case sensitivity as it is, and/or/not as And/Or/Not, has_done and
   has_not_done as HasDone (negated for has_not_done), the top level and-ed;
@@ -23,8 +25,9 @@
   clauses are goal display names, which the query layer resolves;
 - order_by: metrics by name (`percentage` and `conversion_rate` as `visitors`: one
   total divides every row), the time dimension as "time", the breakdown's dimensions
-  as "value"; an order by `group_conversion_rate` is `order_after`: the main question
-  then has every row, ordered and paged after the division;
+  as "value", a second unrelated one as "then"; an order by `group_conversion_rate`
+  is `order_after`: the main question then has every row, ordered and paged after
+  the division;
 - pagination: `limit` and `offset`;
 - `event:name`: a condition on it holds for pageviews too where the name "pageview"
   passes it, and a breakdown by it is the custom events' and a second question,
@@ -45,7 +48,7 @@ from picolytics.api.v2_conversions import GROUP_RATE, counts_conversions
 from picolytics.api.v2_filters import ApiAnd, ApiCondition, ApiFilter, ApiHasDone, ApiNot, ApiOr
 from picolytics.api.v2_names import ApiDimension, stored
 from picolytics.api.v2_query import ApiQuery
-from picolytics.api.v2_rules import child_and_parent
+from picolytics.api.v2_rules import child_and_parent, unrelated_pair
 from picolytics.dimensions import Dimension, Metric
 from picolytics.errors import ApiRequestError
 from picolytics.stats.query import (
@@ -136,6 +139,12 @@ def _breakdown(query: ApiQuery) -> tuple[Breakdown | None, dict[str, Part]]:
     found = query.breakdowns
     if not found:
         return None, parts
+    unrelated = unrelated_pair(query)
+    if unrelated is not None:
+        first, second = unrelated
+        parts |= {first.name: "value", second.name: "parent"}
+        then = Breakdown(_ours(second), second.prop_key)
+        return Breakdown(_ours(first), first.prop_key, then), parts
     pair = child_and_parent(*found)
     value = pair[0] if pair else found[0]
     if pair:
@@ -150,13 +159,16 @@ def _ours(dimension: ApiDimension) -> Dimension:
     return dimension.ours
 
 
+_ORDER_OF: Final[dict[Part, str]] = {"time": "time", "value": "value", "parent": "then"}
+
+
 def _order(query: ApiQuery, parts: dict[str, Part]) -> tuple[tuple[str, Direction], ...]:
     order: list[tuple[str, Direction]] = []
     names = {d.resolved_name: d.name for d in query.dimensions}
     for name, direction in query.resolved_order:
         part = parts.get(names.get(name, name))
-        if part is not None:
-            order.append(("time" if part == "time" else "value", direction))
+        if part is not None:  # a parent of its value is refused (ApiQuery.unsupported)
+            order.append((_ORDER_OF[part], direction))
         elif name == GROUP_RATE:  # divided per group: ordered after (Plan.order_after)
             order.append((GROUP_RATE, direction))
         elif name in _NEEDS:

@@ -42,13 +42,19 @@ _METRICS: Final = tuple(_METRIC_SQL)
 
 def order_keys(query: Query) -> list[tuple[str, Direction]]:
     """order_by, else time, the first metric descending and the value; then ties
-    broken by time and value (with its parent) ascending."""
+    broken by time and value (with its parent) ascending, and by two dimensions
+    (Breakdown.then) the value, then the second dimension's ("then") ascending."""
     keys: list[tuple[str, Direction]] = list(query.order_by) or [
         ("time", "asc"),
         (query.metrics[0], "desc"),
     ]
-    keys += [("time", "asc"), ("value", "asc")]
-    present = {"time": query.interval is not None, "value": query.breakdown is not None}
+    keys += [("time", "asc"), ("value", "asc"), ("then", "asc")]
+    breakdown = query.breakdown
+    present = {
+        "time": query.interval is not None,
+        "value": breakdown is not None,
+        "then": breakdown is not None and breakdown.then is not None,
+    }
     unique: dict[str, Direction] = {}
     for name, direction in keys:
         if present.get(name, True):
@@ -56,15 +62,18 @@ def order_keys(query: Query) -> list[tuple[str, Direction]]:
     return list(unique.items())
 
 
-def _order_sql(keys: Sequence[tuple[str, Direction]], prefix: str) -> str:
-    # Names are validated (metrics, "time", "value"); text sorts by code point.
+def _order_sql(keys: Sequence[tuple[str, Direction]], prefix: str, pair: bool) -> str:
+    # Names are validated (metrics, "time", "value", "then"); text sorts by code point.
+    # A value sorts with its parent; by two dimensions, the second ("then", the
+    # parent column) is a key of its own.
     terms = []
     for name, direction in keys:
         if name == "value":
-            terms += [
-                f'{prefix}value COLLATE "C" {direction}',
-                f'{prefix}parent COLLATE "C" {direction}',
-            ]
+            terms.append(f'{prefix}value COLLATE "C" {direction}')
+            if not pair:
+                terms.append(f'{prefix}parent COLLATE "C" {direction}')
+        elif name == "then":
+            terms.append(f'{prefix}parent COLLATE "C" {direction}')
         else:
             terms.append(f"{prefix}{name} {direction}")
     return ", ".join(f"{term} NULLS LAST" for term in terms)
@@ -84,6 +93,7 @@ def statement(query: Query, parts: Sequence[str], params: Params) -> str:
     union = "\nUNION ALL\n".join(f"({p})" for p in parts)
     derived = ",\n       ".join(f"{sql} AS {name}" for name, sql in _METRIC_SQL.items())
     order = order_keys(query)
+    pair = query.breakdown is not None and query.breakdown.then is not None
     limit = params.add(query.limit, cast="::bigint")
     offset = params.add(query.offset, cast="::bigint")
     return f"""
@@ -103,10 +113,10 @@ SELECT t.total, o.present, o.time, o.parent, o.value, {", ".join(f"o.{m}" for m 
 FROM (SELECT count(*) AS total FROM metrics) t
 LEFT JOIN LATERAL (
     SELECT true AS present, * FROM metrics
-    ORDER BY {_order_sql(order, "")}
+    ORDER BY {_order_sql(order, "", pair)}
     LIMIT {limit} OFFSET {offset}
 ) o ON true
-ORDER BY {_order_sql(order, "o.")}
+ORDER BY {_order_sql(order, "o.", pair)}
 """
 
 

@@ -67,10 +67,13 @@ Filter = Condition | And | Or | Not | HasDone
 
 @dataclass(frozen=True, slots=True)
 class Breakdown:
-    """Group by one dimension; "prop" needs the property's key."""
+    """Group by one dimension; "prop" needs the property's key. `then`, a second
+    dimension (itself without `then`), groups each value further: its value is the
+    rows' `parent` (docs/read-model.md, Breakdowns by two dimensions)."""
 
     dimension: Dimension
     prop_key: str | None = None
+    then: Breakdown | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,9 @@ class Query:
     """One question: metrics of some sites over a period, optionally per time bucket
     (`interval`) and/or per value of one dimension (`breakdown`), filtered.
 
-    Rows are ordered by `order_by` (metric names, "value" or "time"), by default by
-    time, then by the first metric descending and the value ascending; `limit` and
+    Rows are ordered by `order_by` (metric names, "value", "then" for the breakdown's
+    second dimension, or "time"), by default by time, then by the first metric
+    descending and the value ascending; `limit` and
     `offset` apply to the rows of a breakdown, and Result.total_rows counts them all.
     """
 

@@ -2,10 +2,13 @@
 must equal (docs/read-model.md, What the numbers mean).
 
 Each grain is one SELECT over the rows of some time ranges, grouped per site and
-local day (or local hour for an hourly series) and breakdown value: visitors and
-visits are distinct ids per site and day, so they add up over days exactly as the
-rollups' daily counts do. The query layer runs it for a whole period, or for the
-parts of a period the rollups do not hold (stats/rollups.py).
+local day (or local hour for an hourly series) and breakdown value (and parent: the
+value's own parent, or a second dimension's value): visitors and visits are distinct
+ids per site and day, so they add up over days exactly as the rollups' daily counts
+do. By two dimensions of which one is a visit dimension, each event is grouped by
+its visit's value, and events of sessions that are no visit are left out. The query
+layer runs it for a whole period, or for the parts of a period the rollups do not
+hold (stats/rollups.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from picolytics.dimensions import (
     PARENT_OF,
     VISIT_COLUMNS,
     VISIT_DIMENSIONS,
+    Dimension,
 )
 from picolytics.stats.filters import event_condition, needs_visit, visit_condition
 from picolytics.stats.query import Query
@@ -86,6 +90,10 @@ def _visit_part(
         parent = PARENT_OF.get(dimension)
         if parent:
             columns["parent"] = VISIT_COLUMNS[parent]
+        if shape.then is not None:  # a visit dimension too (shape.py)
+            then = shape.then.dimension
+            assert then in VISIT_DIMENSIONS
+            columns["parent"] = VISIT_COLUMNS[then]
         # By a visit dimension, pageviews are those of the visits (docs/read-model.md).
         columns["pageviews"] = "sum(s.pageviews)::bigint"
         if shape.visit_events:
@@ -108,19 +116,31 @@ def _event_part(
         "pageviews": f"count(*) FILTER (WHERE {EVENT_ROWS['page']})",
         "events": "count(*)",
     }
-    rows = COUNTED_EVENT
-    if shape.by_event_dimension:
-        dimension = shape.dimension
-        assert dimension in EVENT_DIMENSIONS
-        value = with_prop_key(EVENT_COLUMNS[dimension], shape.prop_key, params)
-        rows = with_prop_key(EVENT_ROWS[dimension], shape.prop_key, params)
-        # A property whose value is JSON null has no text, and no rollup row either.
-        rows = f"({rows} AND {value} IS NOT NULL)"
-        columns["value"] = value
+    rows = [COUNTED_EVENT]
+    joins = VISIT_OF_EVENT if needs_visit(query.filters) else ""
+    grouped: list[tuple[str, Dimension | None, str | None]] = [
+        ("value", shape.dimension, shape.prop_key)
+    ]
+    if shape.then is not None:
+        grouped.append(("parent", shape.then.dimension, shape.then.prop_key))
+    if shape.by_event_dimension or shape.then is not None:
+        rows = []
+        for column, dimension, key in grouped:
+            if dimension in VISIT_DIMENSIONS:  # the value of the event's visit
+                columns[column] = VISIT_COLUMNS[dimension]
+                rows.append("s.session_id IS NOT NULL")
+                joins = VISIT_OF_EVENT
+                continue
+            assert dimension in EVENT_DIMENSIONS
+            value = with_prop_key(EVENT_COLUMNS[dimension], key, params)
+            # A property whose value is JSON null has no text, and no rollup row either.
+            rows.append(
+                f"({with_prop_key(EVENT_ROWS[dimension], key, params)} AND {value} IS NOT NULL)"
+            )
+            columns[column] = value
         columns["visitors"] = "count(DISTINCT e.visitor_id)"
         columns["visits"] = "count(DISTINCT e.session_id)"
-    joins = VISIT_OF_EVENT if needs_visit(query.filters) else ""
-    where = [in_ranges("e.site_id", "e.received_at", ranges, params), rows]
+    where = [in_ranges("e.site_id", "e.received_at", ranges, params), *rows]
     if query.filters is not None:
         where.append(event_condition(query.filters, params))
     from_where = "FROM events e" + joins + "\nWHERE " + "\n  AND ".join(where)

@@ -15,8 +15,11 @@ Everything else reads raw rows for the whole period: a filter on another dimensi
 or on two (the rollups hold no other combinations), a behavioral filter (has_done,
 has_not_done: whether a visit had some event is in no rollup, not even when the inner
 filter is on the breakdown's own dimension, as a row of a page is not the visits that
-saw it), an hourly series with a breakdown or a filter, and `events` by a visit
-dimension (the events of visits are not rolled up by visit value).
+saw it), an hourly series with a breakdown or a filter, `events` by a visit
+dimension (the events of visits are not rolled up by visit value), and a breakdown
+by two dimensions (no rollup holds pairs of values): on the visit grain when both are
+visit dimensions, else on the event grain, with each event's visit for a visit
+dimension.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from picolytics.dimensions import (
     VisitDimension,
 )
 from picolytics.stats.filters import behavioral, conditions
-from picolytics.stats.query import Condition, Filter, HasDone, Not, Query
+from picolytics.stats.query import Breakdown, Condition, Filter, HasDone, Not, Query
 
 # Metrics of each grain when there is no breakdown.
 _VISIT_TOTALS = frozenset(
@@ -63,6 +66,7 @@ class Shape:
     # filter matches one value only, or no visitors are asked for (docs/read-model.md).
     segment: VisitDimension | None = None
     segment_any_day: bool = False
+    then: Breakdown | None = None  # the second dimension, whose value is the parent
 
     @property
     def by_visit_dimension(self) -> bool:
@@ -85,8 +89,10 @@ def shape_of(query: Query) -> Shape:
     else:  # a goal is completed by events
         visit_grain = dimension in VISIT_DIMENSIONS
         event_grain = not visit_grain
-    visit_events = dimension is not None and visit_grain and "events" in metrics
     hourly = query.interval == "hour"
+    if breakdown is not None and breakdown.then is not None:
+        return _pair_shape(query, breakdown, breakdown.then)
+    visit_events = dimension is not None and visit_grain and "events" in metrics
     if metrics & ENGAGEMENT_METRICS:  # no rollup holds them (stats/engagement.py)
         return Shape(dimension, prop_key, hourly, visit_grain, event_grain, visit_events, False)
     if dimension == "goal":  # from raw rows: stats/goal_parts.py
@@ -106,6 +112,16 @@ def shape_of(query: Query) -> Shape:
     return Shape(
         dimension, prop_key, hourly, visit_grain, event_grain, visit_events, rollups,
         segment if rollups else None, any_day,
+    )  # fmt: skip
+
+
+def _pair_shape(query: Query, first: Breakdown, then: Breakdown) -> Shape:
+    """Two dimensions (validate.py refused goals): raw rows only, of one grain."""
+    visit_grain = first.dimension in VISIT_DIMENSIONS and then.dimension in VISIT_DIMENSIONS
+    return Shape(
+        first.dimension, first.prop_key, query.interval == "hour",
+        visit_grain=visit_grain, event_grain=not visit_grain,
+        visit_events=visit_grain and "events" in query.metrics, rollups=False, then=then,
     )  # fmt: skip
 
 

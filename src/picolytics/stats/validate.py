@@ -2,7 +2,8 @@
 
 Every mistake is a QueryError whose `field` names the part of the query that is wrong
 (`site_ids`, `period.start`, `period.end`, `period.timezone`, `period`, `metrics`,
-`interval`, `breakdown`, `breakdown.prop_key`, `filters`, `order_by`, `limit`,
+`interval`, `breakdown`, `breakdown.prop_key`, `breakdown.then`,
+`breakdown.then.prop_key`, `include_imports`, `filters`, `order_by`, `limit`,
 `offset`), so the CLI and the Stats API can say which input to fix. A regular
 expression that PostgreSQL cannot compile is found when the query runs
 (stats/engine.py), with the same field.
@@ -19,6 +20,7 @@ from picolytics.dimensions import (
     DIMENSIONS,
     ENGAGEMENT_METRICS,
     EVENT_DIMENSIONS,
+    PARENT_OF,
     VISIT_ONLY_METRICS,
     Dimension,
     Metric,
@@ -34,6 +36,7 @@ from picolytics.stats.query import (
     MAX_PERIOD_DAYS,
     OPERATORS,
     And,
+    Breakdown,
     Condition,
     Filter,
     HasDone,
@@ -88,19 +91,7 @@ def validate(query: Query) -> None:
         raise QueryError("metrics", "a metric is listed twice")
     if query.interval is not None:
         _one_of(query.interval, INTERVALS, "interval", "interval")
-    breakdown = query.breakdown
-    if breakdown is not None:
-        _check_dimension(breakdown.dimension, breakdown.prop_key, "breakdown")
-        # By page, they are the visits' that entered on it (stats/engagement_merge.py).
-        by_events = breakdown.dimension in (*EVENT_DIMENSIONS, "goal")
-        if by_events and breakdown.dimension != "page":
-            for metric in query.metrics:
-                if metric in VISIT_ONLY_METRICS:
-                    raise QueryError(
-                        "metrics",
-                        f"{metric} is a metric of visits; a breakdown by "
-                        f"{breakdown.dimension} counts events",
-                    )
+    _check_breakdown(query)
     _check_engagement(query)
     if query.filters is not None:
         count = _check_filter(query.filters, 1)
@@ -114,16 +105,69 @@ def validate(query: Query) -> None:
         raise QueryError("offset", "must not be negative")
 
 
+def _check_breakdown(query: Query) -> None:
+    breakdown = query.breakdown
+    if breakdown is None:
+        return
+    _check_dimension(breakdown.dimension, breakdown.prop_key, "breakdown")
+    if breakdown.then is not None:
+        _check_pair(query, breakdown, breakdown.then)
+    named = [breakdown.dimension] + ([breakdown.then.dimension] if breakdown.then else [])
+    # By page alone, they are the visits' that entered on it (stats/engagement_merge.py);
+    # by page and another dimension, not answered.
+    by_events = [d for d in named if d in (*EVENT_DIMENSIONS, "goal")]
+    if by_events and named != ["page"]:
+        for metric in query.metrics:
+            if metric in VISIT_ONLY_METRICS:
+                raise QueryError(
+                    "metrics",
+                    f"{metric} is a metric of visits; a breakdown by {by_events[0]} counts events",
+                )
+
+
 def _check_engagement(query: Query) -> None:
     """Engagement metrics are of pages (stats/engagement.py): by page or by nothing."""
     breakdown = query.breakdown
     for metric in query.metrics:
-        if metric in ENGAGEMENT_METRICS and breakdown is not None and breakdown.dimension != "page":
+        if metric not in ENGAGEMENT_METRICS or breakdown is None:
+            continue
+        other = breakdown.then.dimension if breakdown.then else None
+        if breakdown.dimension != "page" or other is not None:
             raise QueryError(
                 "metrics",
                 f"{metric} is a metric of pages; a breakdown by page or none, not by "
-                f"{breakdown.dimension}",
+                f"{' and '.join(d for d in (breakdown.dimension, other) if d)}",
             )
+
+
+# No event is one of both dimensions' rows (dimensions.EVENT_ROWS): page holds
+# pageviews, event and prop custom events.
+_DISJOINT: Final = frozenset({frozenset({"page", "event"}), frozenset({"page", "prop"})})
+
+
+def _check_pair(query: Query, first: Breakdown, then: Breakdown) -> None:
+    """A breakdown by two dimensions, answered from raw rows (stats/raw.py)."""
+    _check_dimension(then.dimension, then.prop_key, "breakdown.then")
+    if then.then is not None:
+        raise QueryError("breakdown.then", "two dimensions at most: `then` has no `then`")
+    pair = (first.dimension, then.dimension)
+    if "goal" in pair:
+        raise QueryError("breakdown.then", "a breakdown by goal takes no second dimension")
+    if first.dimension == then.dimension and first.prop_key == then.prop_key:
+        raise QueryError("breakdown.then", f"{then.dimension} is the breakdown already")
+    with_parent = next((d for d in pair if d in PARENT_OF), None)
+    if with_parent is not None:  # its rows carry the parent's value (Row.parent)
+        raise QueryError(
+            "breakdown.then",
+            f"{with_parent} is shown with its {PARENT_OF[with_parent]} and takes no "
+            "second dimension",
+        )
+    if frozenset(pair) in _DISJOINT:
+        raise QueryError(
+            "breakdown.then", f"no event is both a {first.dimension} and a {then.dimension} row"
+        )
+    if query.include_imports:  # the imported tables hold one dimension each
+        raise QueryError("include_imports", "imported data has no breakdown by two dimensions")
 
 
 def _check_sites(site_ids: tuple[int, ...]) -> None:
@@ -228,5 +272,9 @@ def _check_order(query: Query) -> None:
             raise QueryError("order_by", "order by time needs an interval")
         if name == "value" and query.breakdown is None:
             raise QueryError("order_by", "order by value needs a breakdown")
-        if name not in ("time", "value") and name not in query.metrics:
-            raise QueryError("order_by", f"{name!r} is none of the query's metrics, time, value")
+        if name == "then" and (query.breakdown is None or query.breakdown.then is None):
+            raise QueryError("order_by", "order by then needs a breakdown by two dimensions")
+        if name not in ("time", "value", "then") and name not in query.metrics:
+            raise QueryError(
+                "order_by", f"{name!r} is none of the query's metrics, time, value, then"
+            )
