@@ -524,11 +524,6 @@ def test_bad_parameters_get_plausibles_messages(
 
 
 NOT_YET: list[tuple[str, dict[str, str], str]] = [
-    (
-        "breakdown",
-        {"property": "visit:city"},
-        "Not supported yet by picolytics: visit:city is Plausible's GeoNames id",
-    ),
     ("aggregate", {"filters": "event:page==" + "x*" * 200}, "filters: "),
 ]
 

@@ -829,14 +829,6 @@ def test_bad_goal_queries_say_what_is_wrong(
     ("query_body", "message"),
     [
         (
-            body(
-                metrics=["scroll_depth"],
-                dimensions=["event:page"],
-                filters=[["is", "visit:region", ["US-IL"]]],
-            ),
-            "#/filters/0: Not supported yet by picolytics: visit:region is Plausible's code",
-        ),
-        (
             # Two are answered (pagination-query.json: tests/test_two_dimensions.py).
             body(dimensions=["visit:utm_medium", "visit:utm_source", "visit:device"]),
             "#/dimensions/2: Not supported yet by picolytics: one dimension too many",

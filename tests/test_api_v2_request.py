@@ -426,7 +426,7 @@ def test_custom_property_and_city_ids() -> None:
         "plan",
     )
     assert isinstance(city, ApiCondition) and city.clauses == ("588409", "4347778")
-    assert [u.field for u in query.unsupported] == ["#/filters/1"]  # GeoNames ids: we keep names
+    assert query.unsupported == ()  # GeoNames ids: stored since sql/0021_place_codes.sql
 
 
 def test_every_plausible_dimension_name_is_accepted() -> None:

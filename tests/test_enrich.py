@@ -65,12 +65,18 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 @pytest.mark.parametrize(
     ("ip", "expected"),
     [
-        ("81.2.69.160", Location("GB", "England", "London")),
-        ("89.160.20.112", Location("SE", "Östergötland County", "Linköping")),
-        ("216.160.83.56", Location("US", "Washington", "Milton")),
+        ("81.2.69.160", Location("GB", "England", "London", "GB-ENG", "2643743")),
+        (
+            "89.160.20.112",
+            Location("SE", "Östergötland County", "Linköping", "SE-E", "2694762"),
+        ),
+        ("216.160.83.56", Location("US", "Washington", "Milton", "US-WA", "5803556")),
         ("2001:218::", Location("JP", "", "")),  # country-level record only
         ("2a02:ffc0::", Location("GI", "", "")),
-        ("::ffff:81.2.69.160", Location("GB", "England", "London")),  # IPv4-mapped
+        (  # IPv4-mapped
+            "::ffff:81.2.69.160",
+            Location("GB", "England", "London", "GB-ENG", "2643743"),
+        ),
     ],
 )
 def test_city_database_known_answers(city_db: GeoLocator, ip: str, expected: Location) -> None:

@@ -49,6 +49,8 @@ VisitDimension = Literal[
     "country",
     "region",
     "city",
+    "region_code",
+    "city_code",
     "browser",
     "browser_version",
     "os",
@@ -74,6 +76,8 @@ PARENT_OF: Final[dict[Dimension, VisitDimension]] = {
     "os_version": "os",
     "region": "country",
     "city": "country",
+    "region_code": "country",
+    "city_code": "country",
 }
 
 # The visit dimensions rolled up per value (sql/0008_segment_rollups.sql): a query
@@ -105,6 +109,10 @@ VISIT_COLUMNS: Final[dict[VisitDimension, str]] = {
     "country": "s.country",
     "region": "s.region",
     "city": "s.city",
+    # Plausible's codes of those two: ISO 3166-2 and the GeoNames id, where the GeoIP
+    # database has them; '' for visits stored before sql/0021_place_codes.sql.
+    "region_code": "s.region_code",
+    "city_code": "s.city_code",
     "browser": "s.browser",
     "browser_version": "s.browser_version",
     "os": "s.os",

@@ -93,6 +93,10 @@ class Location:
     country: str  # ISO 3166-1 alpha-2, "" if unknown
     region: str  # subdivision name (or code if no name), "" if unknown
     city: str  # "" if unknown
+    # Plausible's visit:region and visit:city, where the GeoIP database has them
+    # (MaxMind's layout; DB-IP lite and the flat layout have none): "" if unknown.
+    region_code: str = ""  # ISO 3166-2, "US-CA"
+    city_code: str = ""  # GeoNames id as text, "5391959"
 
 
 UNKNOWN_LOCATION: Final = Location("", "", "")

@@ -49,6 +49,8 @@ SESSION_COLUMNS: Final[dict[str, str]] = {
     "country": "country",
     "region": "region",
     "city": "city",
+    "region_code": "region_code",
+    "city_code": "city_code",
     "browser": "browser",
     "browser_version": "browser_version",
     "os": "os",

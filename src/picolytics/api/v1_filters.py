@@ -53,15 +53,11 @@ PROPERTIES: Final[dict[str, Dimension | None]] = {
     "visit:os": "os",
     "visit:os_version": "os_version",
     "visit:country": "country",
-    "visit:region": None,
-    "visit:city": None,
+    "visit:region": "region_code",  # ISO 3166-2 ("US-CA"), where GeoIP has it
+    "visit:city": "city_code",  # the GeoNames id as text ("5391959")
 }
-GAPS: Final[dict[str, str]] = {
-    "visit:region": (
-        "visit:region is Plausible's ISO 3166-2 code; picolytics stores the English name"
-    ),
-    "visit:city": "visit:city is Plausible's GeoNames id; picolytics stores the English name",
-}
+# None today: each property has a dimension that stores Plausible's values.
+GAPS: Final[dict[str, str]] = {}
 # Properties of events that no visit metric goes with (Plausible's event-only ones).
 EVENT_ONLY: Final = frozenset({"event:name", "event:goal"})
 _BAR: Final = re.compile(r"(?<!\\)\|")  # a bar that is not escaped

@@ -233,8 +233,6 @@ def dimension_gap(found: ApiDimension) -> str | None:
         return f"{found.name} has no dimension in picolytics yet"
     # form "name" (visit:country_name) is answered: api/v2_names.py spells the codes
     # as names, api/v2_countries.py turns filters on names into filters on codes.
-    if found.form == "code":
-        return f"{found.name} is Plausible's code; picolytics stores the English name"
     return None
 
 

@@ -30,10 +30,10 @@ from picolytics.stats.query import Interval
 from picolytics.stats.validate import MAX_VALUE_LENGTH
 
 Grain = Literal["visit", "event", "time"]
-# How Plausible's values relate to ours: the same ("value"), the display name of our
-# code ("name": visit:country_name), or a code of what we store as a name ("code":
-# visit:region is ISO 3166-2, visit:city a GeoNames id; we keep English names).
-Form = Literal["value", "name", "code"]
+# How Plausible's values relate to ours: the same ("value", also visit:region and
+# visit:city, the stored ISO 3166-2 codes and GeoNames ids, sql/0021_place_codes.sql),
+# or the display name of our code ("name": visit:country_name).
+Form = Literal["value", "name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +73,9 @@ PLAUSIBLE_DIMENSIONS: Final[dict[str, DimensionInfo]] = {
     "visit:os_version": _visit("os_version"),
     "visit:country": _visit("country"),
     "visit:country_name": _visit("country", "name"),
-    "visit:region": _visit("region", "code"),
+    "visit:region": _visit("region_code"),  # ISO 3166-2 ("US-CA"), where GeoIP has it
     "visit:region_name": _visit("region"),
-    "visit:city": _visit("city", "code"),
+    "visit:city": _visit("city_code"),  # the GeoNames id as text ("5391959")
     "visit:city_name": _visit("city"),
 }
 PROPS_PREFIX: Final = "event:props:"

@@ -1,5 +1,8 @@
 """GeoIP: country, region and city of a client address, from a MaxMind-format file.
 
+The MaxMind layout also gives the region's ISO 3166-2 code and the city's GeoNames id
+(Plausible's visit:region and visit:city); DB-IP lite and the flat layout have neither.
+
 Raw IP addresses pass through here only in memory. The exceptions raised by
 `maxminddb` quote the IP, so their text is never logged.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,13 +25,15 @@ logger = logging.getLogger(__name__)
 
 # Longest stored place name; real ones are far shorter, this only bounds bad data.
 _MAX_PLACE_LENGTH: Final = 128
+_SUBDIVISION_CODE: Final = re.compile(r"[A-Za-z0-9]{1,3}")
 
 
 class GeoLocator:
     """Looks up client addresses in a MaxMind DB file (.mmdb).
 
     Reads both the MaxMind/DB-IP city layout (nested `country.iso_code`,
-    `subdivisions[0].names.en`, `city.names.en`) and the flat `@ip-location-db`
+    `subdivisions[0].names.en`, `city.names.en`, and where present
+    `subdivisions[0].iso_code` and `city.geoname_id`) and the flat `@ip-location-db`
     layout (`country_code`, `state1`, `city`). Country-only databases work too.
 
     GeoIP is optional: with no file, or one that cannot be opened, a single warning is
@@ -132,10 +138,14 @@ def _location_from_record(record: object) -> Location:
             _place(record.get("city")),
         )
     else:  # MaxMind GeoIP2/GeoLite2 and DB-IP layout
+        country = _country_code(_dig(record, "country", "iso_code"))
+        subdivisions = record.get("subdivisions")
         location = Location(
-            _country_code(_dig(record, "country", "iso_code")),
-            _subdivision(record.get("subdivisions")),
+            country,
+            _subdivision(subdivisions),
             _place(_dig(record, "city", "names", "en")),
+            _region_code(country, subdivisions),
+            _geoname_id(_dig(record, "city", "geoname_id")),
         )
     # One shared object for "nothing known" keeps identity checks cheap for callers.
     return UNKNOWN_LOCATION if location == UNKNOWN_LOCATION else location
@@ -158,6 +168,25 @@ def _subdivision(subdivisions: object) -> str:
     if not isinstance(first, dict):
         return ""
     return _place(_dig(first, "names", "en")) or _place(first.get("iso_code"))
+
+
+def _region_code(country: str, subdivisions: object) -> str:
+    """ISO 3166-2 code of the largest subdivision ("US-CA"), "" without a valid one."""
+    if not country or not isinstance(subdivisions, list) or not subdivisions:
+        return ""
+    first = subdivisions[0]
+    code = first.get("iso_code") if isinstance(first, dict) else None
+    # ISO 3166-2 subdivision parts are 1-3 ASCII letters or digits.
+    if isinstance(code, str) and _SUBDIVISION_CODE.fullmatch(code):
+        return f"{country}-{code.upper()}"
+    return ""
+
+
+def _geoname_id(value: object) -> str:
+    """A city's GeoNames id as text ("2643743"), "" without a positive integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    return ""
 
 
 def _country_code(value: object) -> str:

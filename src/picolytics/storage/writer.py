@@ -66,6 +66,8 @@ STAGING_COLUMNS = (
     ("props", "jsonb"),
     ("channel", "text"),
     ("hostname", "text"),
+    ("region_code", "text"),
+    ("city_code", "text"),
 )
 CREATE_STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS picolytics_staging ("
@@ -162,12 +164,14 @@ INSERT INTO sessions AS s (
     site_id, session_id, visitor_id, started_at, last_seen_at, pageviews, events, engaged,
     entry_path, exit_path, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
     utm_term, country, region, city, browser, browser_version, os, os_version, device_type,
-    screen_width, screen_height, timezone, channel, entry_hostname, exit_hostname)
+    screen_width, screen_height, timezone, channel, entry_hostname, exit_hostname,
+    region_code, city_code)
 SELECT t.site_id, t.session_id, t.visitor_id, t.started_at, t.last_seen_at, t.pageviews,
        t.events, t.engaged, t.entry_path, t.exit_path, f.referrer_host, f.utm_source,
        f.utm_medium, f.utm_campaign, f.utm_content, f.utm_term, f.country, f.region, f.city,
        f.browser, f.browser_version, f.os, f.os_version, f.device_type, f.screen_width,
-       f.screen_height, f.timezone, f.channel, t.entry_hostname, t.exit_hostname
+       f.screen_height, f.timezone, f.channel, t.entry_hostname, t.exit_hostname,
+       f.region_code, f.city_code
 FROM totals t JOIN firsts f USING (site_id, session_id)
 ORDER BY t.site_id, t.session_id
 ON CONFLICT (site_id, session_id) DO UPDATE SET
@@ -271,6 +275,8 @@ def _staging_row(
         page.props,
         event.channel,
         page.hostname,
+        location.region_code,
+        location.city_code,
     )
 
 
