@@ -363,3 +363,33 @@ def test_event_breakdowns_count_a_visitor_and_a_visit_once_across_prefix_and_tai
     assert goals["Purchase"] == (4, 5, 11)
     assert goals["Pricing"] == (4, 5, 6)
     assert "Any p page" in goals  # a pattern: raw rows over the whole period
+
+
+def test_an_event_tail_leaves_the_callers_planner_settings_as_they_were(
+    migrated_database: str,
+) -> None:
+    """The tails of event breakdowns run with hash joins only (stats/engine.py,
+    NO_MERGE_JOINS); in the caller's transaction the setting is the caller's after."""
+    day = open_day()
+    site_id = seed(migrated_database, day)
+    catch_up(migrated_database, roller_clock(day))
+    asked = Query((site_id,), Period(at(day, 0), at(day + timedelta(days=1), 0)), ("visitors",),
+                  breakdown=Breakdown("page"))  # fmt: skip
+
+    async def settings() -> list[tuple[str, str]]:
+        async with await AsyncConnection.connect(migrated_database) as connection:
+            seen = []
+            for caller in ("on", "off"):
+                await connection.execute(
+                    "SELECT set_config('enable_mergejoin', %s, true)", (caller,)
+                )
+                result = await run_query(connection, asked)
+                assert result.path == "mixed"
+                cursor = await connection.execute("SELECT current_setting('enable_mergejoin')")
+                row = await cursor.fetchone()
+                assert row is not None
+                seen.append((caller, str(row[0])))
+            await connection.rollback()
+            return seen
+
+    assert run(settings()) == [("on", "on"), ("off", "off")]
