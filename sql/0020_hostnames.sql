@@ -25,17 +25,11 @@ WHERE dimension = '';
 
 INSERT INTO rollup_visits (site_id, day, dimension, parent, value,
                            visitors, visits, bounces, duration_s, pageviews)
-SELECT site_id, day, 'entry_page_hostname', '', '',
-       visitors, visits, bounces, duration_s, pageviews
-FROM rollup_visits
-WHERE dimension = '';
-
-INSERT INTO rollup_visits (site_id, day, dimension, parent, value,
-                           visitors, visits, bounces, duration_s, pageviews)
-SELECT site_id, day, 'exit_page_hostname', '', '',
-       visitors, visits, bounces, duration_s, pageviews
-FROM rollup_visits
-WHERE dimension = '';
+SELECT r.site_id, r.day, d.dimension, '', '',
+       r.visitors, r.visits, r.bounces, r.duration_s, r.pageviews
+FROM rollup_visits r
+CROSS JOIN (VALUES ('entry_page_hostname'), ('exit_page_hostname')) AS d (dimension)
+WHERE r.dimension = '';
 
 INSERT INTO rollup_segment_events (site_id, day, segment, segment_value, dimension, value,
                                    visitors, visits, pageviews, events)
@@ -45,17 +39,11 @@ WHERE dimension = '';
 
 INSERT INTO rollup_segment_visits (site_id, day, segment, segment_value, dimension, parent,
                                    value, visitors, visits, bounces, duration_s, pageviews)
-SELECT site_id, day, segment, segment_value, 'entry_page_hostname', '', '',
-       visitors, visits, bounces, duration_s, pageviews
-FROM rollup_segment_visits
-WHERE dimension = '';
-
-INSERT INTO rollup_segment_visits (site_id, day, segment, segment_value, dimension, parent,
-                                   value, visitors, visits, bounces, duration_s, pageviews)
-SELECT site_id, day, segment, segment_value, 'exit_page_hostname', '', '',
-       visitors, visits, bounces, duration_s, pageviews
-FROM rollup_segment_visits
-WHERE dimension = '';
+SELECT r.site_id, r.day, r.segment, r.segment_value, d.dimension, '', '',
+       r.visitors, r.visits, r.bounces, r.duration_s, r.pageviews
+FROM rollup_segment_visits r
+CROSS JOIN (VALUES ('entry_page_hostname'), ('exit_page_hostname')) AS d (dimension)
+WHERE r.dimension = '';
 
 -- And the split counts of sql/0019_segment_splits.sql under those totals rows.
 INSERT INTO rollup_segment_splits (site_id, day, segment, grain, dimension, parent, value,

@@ -32,9 +32,9 @@ from picolytics.api.v1_params import V1Request
 from picolytics.api.v1_queries import RATE, Answer, group_rates
 from picolytics.api.v2_conversions import GROUP_RATE, ordered, percent, visitors_of
 from picolytics.api.v2_names import shown
-from picolytics.api.v2_response import bucket_label, time_labels
-from picolytics.dimensions import PARENT_OF, Metric
-from picolytics.stats.query import Direction, MetricValue, Row
+from picolytics.api.v2_response import bounce_rate, bucket_label, time_labels
+from picolytics.dimensions import PARENT_OF
+from picolytics.stats.query import Direction, Row
 
 JSON = dict[str, Any]
 Number = int | float
@@ -45,18 +45,11 @@ def _elixir_round(value: float) -> int:
     return int(math.copysign(math.floor(abs(value) + 0.5), value))
 
 
-def _bounce_rate(values: dict[Metric, MetricValue]) -> int:
-    if "bounces" not in values:  # by event:page: the entry visits' rate (v1_queries.py)
-        return round(values.get("bounce_rate") or 0)
-    visits = int(values.get("visits") or 0)
-    return round(int(values.get("bounces") or 0) / visits * 100) if visits else 0
-
-
 def value(metric: V1Metric, row: Row, answer: Answer) -> Number:
     """One metric of one row of an answer, as Plausible writes it."""
     values = row.metrics
     if metric == "bounce_rate":
-        return _bounce_rate(values)
+        return bounce_rate(values)
     if metric == "visit_duration":
         return round(values.get("visit_duration") or 0)
     if metric == "views_per_visit":

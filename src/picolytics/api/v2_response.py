@@ -53,7 +53,6 @@ from picolytics.api.v2_names import ApiDimension, shown
 from picolytics.api.v2_query import ApiMetric, ApiQuery
 from picolytics.api.v2_translate import Answers, Part, Plan
 from picolytics.dimensions import Metric
-from picolytics.errors import ApiRequestError
 from picolytics.stats.periods import zone
 from picolytics.stats.query import Interval, MetricValue, Period, Result, Row
 
@@ -135,17 +134,20 @@ def _rate(metric: ApiMetric, row: Row, under: Denominators) -> float | None:
     return percent(visitors, under.percentage) if under.percentage else None
 
 
-def _bounce_rate(values: dict[Metric, MetricValue]) -> int:
-    if "bounces" not in values:  # by event:page: the entry visits' (v2_translate.py)
-        return round(values["bounce_rate"] or 0)
-    visits = int(values["visits"] or 0)
-    return round(int(values["bounces"] or 0) / visits * 100) if visits else 0
+def bounce_rate(values: dict[Metric, MetricValue]) -> int:
+    """Plausible's whole percent of bounces over visits (v1 and v2); by event:page the
+    query layer's rate of the visits that entered there, asked without `bounces`
+    (api/v2_translate.py, api/v1_queries.py)."""
+    if "bounces" not in values:
+        return round(values.get("bounce_rate") or 0)
+    visits = int(values.get("visits") or 0)
+    return round(int(values.get("bounces") or 0) / visits * 100) if visits else 0
 
 
 def _metric(metric: ApiMetric, row: Row, under: Denominators) -> int | float | None:
     values = row.metrics
     if metric == "bounce_rate":
-        return _bounce_rate(values)
+        return bounce_rate(values)
     if metric == "visit_duration":
         return round(values["visit_duration"] or 0)
     if metric == "views_per_visit":
@@ -175,10 +177,7 @@ def _all_rows(plan: Plan, answers: Answers) -> list[Row]:
     """The main answer's rows, and by event:name its pageview rows (unordered)."""
     if plan.pageviews is None:
         return list(answers.main.rows)
-    if answers.pageviews is None:  # an endpoint that did not ask the plan's question
-        raise ApiRequestError(
-            "#/dimensions", "Not supported yet by picolytics: event:name as a dimension here."
-        )
+    assert answers.pageviews is not None, "api/v2_answers.py asks every question of a plan"
     return merged(answers.main.rows, answers.pageviews.rows, plan.main)
 
 

@@ -38,8 +38,6 @@ from picolytics.stats.sql import (
     with_prop_key,
 )
 
-# A visit breakdown's `events`: the pageviews and custom events of each visit, whenever
-# received (within [started_at, last_seen_at], which bounds the partitions read).
 # The sums of the visit grain over visits `s` (sessions with a pageview), but visitors.
 VISIT_SUMS: Final = {
     "visits": "count(*)",
@@ -47,6 +45,8 @@ VISIT_SUMS: Final = {
     "duration_s": "sum(s.duration_s)::bigint",
     "session_pageviews": "sum(s.pageviews)::bigint",
 }
+# A visit breakdown's `events`: the pageviews and custom events of each visit, whenever
+# received (within [started_at, last_seen_at], which bounds the partitions read).
 _EVENTS_OF_VISIT = f"""
 LEFT JOIN LATERAL (
     SELECT count(*) AS events FROM events e

@@ -190,8 +190,7 @@ def _split_correction(query: Query, shape: Shape, rolled_days: str, params: Para
     (USABLE_DAYS). The visitors come from the visit grain's rows, or for a breakdown by
     page or host from the event grain's (as in _dimension_part)."""
     assert query.filters is not None and shape.segment is not None
-    # The event dimensions of the segment rollups: their visitors are the event grain's.
-    by_event = shape.dimension in ("page", "hostname")
+    by_event = shape.by_event_dimension  # page or host: the event grain's visitors
     kept = value_condition(query.filters, "v.segment_value", params)
     columns = {
         "k": "r.day",

@@ -6,7 +6,7 @@ The prefix of a site's local day holds the day's visits that ended before `until
 (last_seen_at < until, so they started before it too; a VISIT_STEP boundary at
 least ROLL_DELAY old, by the database's clock) in rollup_visits and rollup_hours, with the
 events received before `until` in rollup_hours, and the day's events received before
-`events_until` (a EVENT_STEP boundary at least EVENT_DELAY old: an event never changes
+`events_until` (an EVENT_STEP boundary at least EVENT_DELAY old: an event never changes
 once written, and the writer marks a late one, writer.EVENT_MARK_AGE) in
 rollup_events (sql/0016_open_day.sql, 0018_open_day_events.sql). `rollup_prefix` says
 which day has one, in which zone, up to when. The query layer adds the *tail* from

@@ -73,6 +73,14 @@ GROUP BY segment_value, dimension, parent, value
 _SEGMENT_VALUES: Final = ",\n           ".join(
     f"('{segment}', {VISIT_COLUMNS[segment]})" for segment in SEGMENTS
 )
+# The event dimensions of the segment event rollups, of an event `e` (name, path,
+# hostname): the total, the page of a pageview, the host of a counted event.
+_EVENT_VALUES: Final = f"""
+          SELECT '', '' WHERE {COUNTED}
+          UNION ALL
+          SELECT 'page', e.path WHERE {EVENT_ROWS["page"]}
+          UNION ALL
+          SELECT 'hostname', e.hostname WHERE {COUNTED}"""
 ROLL_SEGMENT_EVENTS: Final = f"""
 INSERT INTO rollup_segment_events (site_id, day, segment, segment_value, dimension, value,
                                    visitors, visits, pageviews, events)
@@ -86,12 +94,7 @@ FROM (SELECT g.segment, g.segment_value, d.dimension, d.value, s.visitor_id, s.s
       CROSS JOIN LATERAL (
           VALUES {_SEGMENT_VALUES}
       ) AS g (segment, segment_value)
-      CROSS JOIN LATERAL (
-          SELECT '', '' WHERE {COUNTED}
-          UNION ALL
-          SELECT 'page', e.path WHERE {EVENT_ROWS["page"]}
-          UNION ALL
-          SELECT 'hostname', e.hostname WHERE {COUNTED}
+      CROSS JOIN LATERAL ({_EVENT_VALUES}
       ) AS d (dimension, value)
       WHERE {EVENTS_OF_DAY}
       GROUP BY 1, 2, 3, 4, 5, 6) per_visit
@@ -152,12 +155,7 @@ FROM (SELECT g.segment, d.dimension, d.value, e.visitor_id,
       CROSS JOIN LATERAL (
           VALUES {", ".join(f"('{s}', e.{s})" for s in SEGMENTS)}
       ) AS g (segment, segment_value)
-      CROSS JOIN LATERAL (
-          SELECT '', ''
-          UNION ALL
-          SELECT 'page', e.path WHERE {EVENT_ROWS["page"]}
-          UNION ALL
-          SELECT 'hostname', e.hostname
+      CROSS JOIN LATERAL ({_EVENT_VALUES}
       ) AS d (dimension, value)
       WHERE e.visitor_id IN (SELECT visitor_id FROM split)
       GROUP BY 1, 2, 3, 4
